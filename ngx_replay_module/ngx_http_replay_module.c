@@ -1,0 +1,420 @@
+
+/*
+ * ngx_replay_module: the module, its directives and its content handler.
+ *
+ *     location ~ ^/replays/(.+)$ {
+ *         replay_s3_endpoint     http://127.0.0.1:9000;
+ *         replay_s3_bucket       replays;
+ *         replay_s3_credentials  env;
+ *         replay_s3_key          games/$1.bin;
+ *     }
+ *
+ * See docs/directives.md for every directive, docs/design.md for why the
+ * S3 request rides the proxy module.
+ */
+
+
+#include "ngx_http_replay_module.h"
+#include "ngx_http_replay_s3.h"
+#include "ngx_http_replay_stream.h"
+
+
+/* S3's own limit on a key's length */
+#define NGX_HTTP_REPLAY_MAX_KEY  1024
+
+
+static ngx_int_t ngx_http_replay_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_replay_not_allowed(ngx_http_request_t *r);
+static ngx_int_t ngx_http_replay_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_replay_postconfiguration(ngx_conf_t *cf);
+static void *ngx_http_replay_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_replay_redirect(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_replay_check_bucket(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_replay_check_region(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_replay_check_expires(ngx_conf_t *cf, void *post,
+    void *data);
+
+
+static ngx_conf_enum_t  ngx_http_replay_addressing[] = {
+    { ngx_string("path"), NGX_HTTP_REPLAY_PATH_STYLE },
+    { ngx_string("virtual"), NGX_HTTP_REPLAY_VIRTUAL_STYLE },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_post_t  ngx_http_replay_bucket_post =
+    { ngx_http_replay_check_bucket };
+
+static ngx_conf_post_t  ngx_http_replay_region_post =
+    { ngx_http_replay_check_region };
+
+static ngx_conf_post_t  ngx_http_replay_expires_post =
+    { ngx_http_replay_check_expires };
+
+
+static ngx_command_t  ngx_http_replay_commands[] = {
+
+    { ngx_string("replay_s3_endpoint"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_replay_s3_endpoint,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("replay_s3_bucket"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_replay_loc_conf_t, bucket),
+      &ngx_http_replay_bucket_post },
+
+    { ngx_string("replay_s3_region"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_replay_loc_conf_t, region),
+      &ngx_http_replay_region_post },
+
+    { ngx_string("replay_s3_addressing"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_replay_loc_conf_t, addressing),
+      &ngx_http_replay_addressing },
+
+    { ngx_string("replay_s3_credentials"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_replay_s3_credentials,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("replay_s3_key"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_replay_loc_conf_t, key),
+      NULL },
+
+    { ngx_string("replay_redirect"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_replay_redirect,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("replay_presign_expires"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_replay_loc_conf_t, presign_expires),
+      &ngx_http_replay_expires_post },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_replay_module_ctx = {
+    ngx_http_replay_preconfiguration,      /* preconfiguration */
+    ngx_http_replay_postconfiguration,     /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_replay_create_loc_conf,       /* create location configuration */
+    ngx_http_replay_merge_loc_conf         /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_replay_module = {
+    NGX_MODULE_V1,
+    &ngx_http_replay_module_ctx,           /* module context */
+    ngx_http_replay_commands,              /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_replay_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                    rc;
+    ngx_http_replay_ctx_t       *ctx;
+    ngx_http_replay_loc_conf_t  *rlcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_replay_not_allowed(r);
+    }
+
+    /* a GET's body means nothing to S3; nginx's proxy then reads none */
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_replay_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_replay_module);
+
+    if (ngx_http_complex_value(r, rlcf->key, &ctx->key) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->key.len == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "replay: the object key is empty");
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    if (ctx->key.len > NGX_HTTP_REPLAY_MAX_KEY) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "replay: the object key is %uz bytes long, "
+                      "S3 allows %d", ctx->key.len, NGX_HTTP_REPLAY_MAX_KEY);
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    return ngx_http_replay_s3_send(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_replay_not_allowed(ngx_http_request_t *r)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Allow");
+    ngx_str_set(&h->value, "GET, HEAD");
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "replay: method %V not allowed", &r->method_name);
+
+    return NGX_HTTP_NOT_ALLOWED;
+}
+
+
+static ngx_int_t
+ngx_http_replay_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_replay_s3_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_replay_postconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_replay_stream_init_filters(cf);
+}
+
+
+static void *
+ngx_http_replay_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_replay_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_replay_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->endpoint = { 0, NULL };
+     *     conf->scheme = { 0, NULL };
+     *     conf->endpoint_host = { 0, NULL };
+     *     conf->proxy_handler = NULL;
+     *     conf->bucket = { 0, NULL };
+     *     conf->region = { 0, NULL };
+     *     conf->key = NULL;
+     *     conf->host = { 0, NULL };
+     *     conf->path_prefix = { 0, NULL };
+     */
+
+    conf->addressing = NGX_CONF_UNSET_UINT;
+    conf->creds = NGX_CONF_UNSET_PTR;
+    conf->redirect = NGX_CONF_UNSET_UINT;
+    conf->presign_expires = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_replay_loc_conf_t *prev = parent;
+    ngx_http_replay_loc_conf_t *conf = child;
+
+    ngx_conf_merge_str_value(conf->bucket, prev->bucket, "");
+    ngx_conf_merge_str_value(conf->region, prev->region, "us-east-1");
+    ngx_conf_merge_uint_value(conf->addressing, prev->addressing,
+                              NGX_HTTP_REPLAY_PATH_STYLE);
+    ngx_conf_merge_ptr_value(conf->creds, prev->creds, NULL);
+    ngx_conf_merge_uint_value(conf->redirect, prev->redirect, 0);
+    ngx_conf_merge_sec_value(conf->presign_expires, prev->presign_expires,
+                             900);
+
+    return ngx_http_replay_s3_merge(cf, conf);
+}
+
+
+static char *
+ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_replay_loc_conf_t *rlcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (rlcf->endpoint.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_replay_s3_parse_endpoint(cf, rlcf, &value[1])
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_replay_stream_wire_proxy(cf, rlcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* ours runs first, then hands the signed request to proxy_pass's */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_replay_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_replay_redirect(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_replay_loc_conf_t *rlcf = conf;
+
+    ngx_str_t  *value;
+
+    if (rlcf->redirect != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        rlcf->redirect = 0;
+
+    } else if (ngx_strcmp(value[1].data, "on") == 0
+               || ngx_strcmp(value[1].data, "302") == 0)
+    {
+        rlcf->redirect = NGX_HTTP_MOVED_TEMPORARILY;
+
+    } else if (ngx_strcmp(value[1].data, "307") == 0) {
+        rlcf->redirect = NGX_HTTP_TEMPORARY_REDIRECT;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\", it must be \"off\", "
+                           "\"on\", \"302\" or \"307\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* what ends up in a Host header or a path must not be able to break it */
+
+static char *
+ngx_http_replay_check_bucket(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *s = data;
+
+    u_char  *p, *last;
+
+    if (s->len < 3 || s->len > 255) {
+        return "must be 3 to 255 characters long";
+    }
+
+    last = s->data + s->len;
+
+    for (p = s->data; p < last; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '.' || *p == '-'
+              || *p == '_'))
+        {
+            return "may hold only letters, digits, \".\", \"-\" and \"_\"";
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_replay_check_region(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *s = data;
+
+    u_char  *p, *last;
+
+    if (s->len == 0 || s->len > 64) {
+        return "must be 1 to 64 characters long";
+    }
+
+    last = s->data + s->len;
+
+    for (p = s->data; p < last; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')
+              || *p == '-'))
+        {
+            return "may hold only lower-case letters, digits and \"-\"";
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_replay_check_expires(ngx_conf_t *cf, void *post, void *data)
+{
+    time_t  *sp = data;
+
+    /* SigV4 presigned URLs live at most seven days */
+    if (*sp < 1 || *sp > 7 * 86400) {
+        return "must be from 1s to 7d";
+    }
+
+    return NGX_CONF_OK;
+}

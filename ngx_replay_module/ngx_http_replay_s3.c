@@ -1,0 +1,833 @@
+
+/*
+ * S3 addressing, credentials and request signing.
+ */
+
+
+#include "ngx_http_replay_s3.h"
+
+
+#define NGX_HTTP_REPLAY_CREDS_MAX_FILE  65536
+
+
+static ngx_int_t ngx_http_replay_s3_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_replay_s3_token_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_replay_s3_sha256_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_replay_s3_host_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_replay_s3_redirect(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx, ngx_http_replay_loc_conf_t *rlcf,
+    ngx_replay_sigv4_request_t *req);
+static char *ngx_http_replay_s3_creds_env(ngx_conf_t *cf,
+    ngx_replay_sigv4_creds_t *creds);
+static char *ngx_http_replay_s3_creds_file(ngx_conf_t *cf,
+    ngx_replay_sigv4_creds_t *creds, ngx_str_t *name);
+static char *ngx_http_replay_s3_creds_line(ngx_conf_t *cf,
+    ngx_replay_sigv4_creds_t *creds, u_char *start, u_char *end,
+    ngx_str_t *name, ngx_uint_t line);
+static void ngx_http_replay_s3_debug(void *data, const char *what,
+    const unsigned char *text, size_t len);
+
+
+#define ngx_http_replay_s3_sv(s)                                              \
+    { (const unsigned char *) (s), sizeof(s) - 1 }
+
+
+static ngx_http_variable_t  ngx_http_replay_s3_vars[] = {
+
+    { ngx_string("replay_key"), NULL, ngx_http_replay_s3_variable,
+      offsetof(ngx_http_replay_ctx_t, key), NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("replay_s3_uri"), NULL, ngx_http_replay_s3_variable,
+      offsetof(ngx_http_replay_ctx_t, uri), NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("replay_s3_authorization"), NULL,
+      ngx_http_replay_s3_variable,
+      offsetof(ngx_http_replay_ctx_t, authorization),
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("replay_s3_date"), NULL, ngx_http_replay_s3_variable,
+      offsetof(ngx_http_replay_ctx_t, amz_date), NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("replay_s3_host"), NULL, ngx_http_replay_s3_host_variable,
+      0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("replay_s3_content_sha256"), NULL,
+      ngx_http_replay_s3_sha256_variable, 0, 0, 0 },
+
+    { ngx_string("replay_s3_security_token"), NULL,
+      ngx_http_replay_s3_token_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_str_t  ngx_http_replay_s3_empty_sha256 =
+    ngx_string(NGX_REPLAY_SIGV4_EMPTY_SHA256);
+
+
+ngx_int_t
+ngx_http_replay_s3_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_replay_s3_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Variables read from the request's context; but for $replay_key they are
+ * empty ("not found") until the request has been signed.
+ */
+
+static ngx_int_t
+ngx_http_replay_s3_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t              *s, date;
+    ngx_http_replay_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+
+    if (ctx == NULL || (data != offsetof(ngx_http_replay_ctx_t, key)
+                        && !ctx->signed_request))
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (data == offsetof(ngx_http_replay_ctx_t, amz_date)) {
+        date.data = ctx->amz_date;
+        date.len = NGX_REPLAY_SIGV4_DATE_LEN;
+        s = &date;
+
+    } else {
+        s = (ngx_str_t *) ((char *) ctx + data);
+    }
+
+    if (s->data == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = s->len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = s->data;
+
+    return NGX_OK;
+}
+
+
+/* the payload hash of a request without a body */
+
+static ngx_int_t
+ngx_http_replay_s3_sha256_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    v->len = ngx_http_replay_s3_empty_sha256.len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = ngx_http_replay_s3_empty_sha256.data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_replay_s3_host_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_replay_loc_conf_t  *rlcf;
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    if (rlcf->host.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = rlcf->host.len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = rlcf->host.data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_replay_s3_token_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_replay_loc_conf_t  *rlcf;
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    if (rlcf->creds == NULL || rlcf->creds == NGX_CONF_UNSET_PTR
+        || rlcf->creds->session_token.len == 0)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = rlcf->creds->session_token.len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = (u_char *) rlcf->creds->session_token.data;
+
+    return NGX_OK;
+}
+
+
+char *
+ngx_http_replay_s3_parse_endpoint(ngx_conf_t *cf,
+    ngx_http_replay_loc_conf_t *rlcf, ngx_str_t *url)
+{
+    u_char  *p, *last;
+
+    p = url->data;
+    last = p + url->len;
+
+    if (url->len > 7 && ngx_strncasecmp(p, (u_char *) "http://", 7) == 0) {
+        ngx_str_set(&rlcf->scheme, "http");
+        p += 7;
+
+    } else if (url->len > 8
+               && ngx_strncasecmp(p, (u_char *) "https://", 8) == 0)
+    {
+        ngx_str_set(&rlcf->scheme, "https");
+        p += 8;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "replay_s3_endpoint \"%V\" must start with "
+                           "\"http://\" or \"https://\"", url);
+        return NGX_CONF_ERROR;
+    }
+
+    if (last[-1] == '/') {
+        last--;
+    }
+
+    if (p == last || ngx_strlchr(p, last, '/') || ngx_strlchr(p, last, '?')
+        || ngx_strlchr(p, last, '@') || ngx_strlchr(p, last, '$'))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "replay_s3_endpoint \"%V\" must be a scheme and "
+                           "a host with an optional port, without a path",
+                           url);
+        return NGX_CONF_ERROR;
+    }
+
+    rlcf->endpoint = *url;
+    rlcf->endpoint_host.data = p;
+    rlcf->endpoint_host.len = last - p;
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_replay_s3_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
+{
+    u_char  *p;
+    size_t   len;
+
+    if (rlcf->endpoint.len == 0) {
+        return NGX_CONF_OK;
+    }
+
+    if (rlcf->bucket.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "replay_s3_endpoint \"%V\" is set but "
+                           "replay_s3_bucket is not", &rlcf->endpoint);
+        return NGX_CONF_ERROR;
+    }
+
+    if (rlcf->key == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "replay_s3_endpoint \"%V\" is set but "
+                           "replay_s3_key is not", &rlcf->endpoint);
+        return NGX_CONF_ERROR;
+    }
+
+    if (rlcf->creds == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "replay_s3_endpoint \"%V\" is set but "
+                           "replay_s3_credentials is not", &rlcf->endpoint);
+        return NGX_CONF_ERROR;
+    }
+
+    if (rlcf->creds->region.len == 0) {
+        /* credentials may be shared by locations of one region */
+        rlcf->creds->region.data = rlcf->region.data;
+        rlcf->creds->region.len = rlcf->region.len;
+
+    } else if ((size_t) rlcf->creds->region.len != rlcf->region.len
+               || ngx_strncmp(rlcf->creds->region.data, rlcf->region.data,
+                              rlcf->region.len) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "replay_s3_credentials are shared by locations "
+                           "with different replay_s3_region values; "
+                           "repeat replay_s3_credentials in each location");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rlcf->addressing == NGX_HTTP_REPLAY_VIRTUAL_STYLE) {
+        len = rlcf->bucket.len + 1 + rlcf->endpoint_host.len;
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        rlcf->host.data = p;
+        rlcf->host.len = len;
+        p = ngx_cpymem(p, rlcf->bucket.data, rlcf->bucket.len);
+        *p++ = '.';
+        ngx_memcpy(p, rlcf->endpoint_host.data, rlcf->endpoint_host.len);
+
+        ngx_str_set(&rlcf->path_prefix, "/");
+
+        return NGX_CONF_OK;
+    }
+
+    rlcf->host = rlcf->endpoint_host;
+
+    /* bucket names are DNS-safe, but encode them anyway: nothing to trust */
+    len = ngx_replay_sigv4_uri_encode(NULL, rlcf->bucket.data,
+                                      rlcf->bucket.len, 0);
+
+    p = ngx_pnalloc(cf->pool, len + 2);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    rlcf->path_prefix.data = p;
+    rlcf->path_prefix.len = len + 2;
+
+    *p++ = '/';
+    p += ngx_replay_sigv4_uri_encode(p, rlcf->bucket.data, rlcf->bucket.len,
+                                     0);
+    *p = '/';
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+{
+    u_char                      *p, *out;
+    size_t                       len, size;
+    ngx_uint_t                   n;
+    ngx_http_replay_loc_conf_t  *rlcf;
+    ngx_replay_sigv4_request_t   req;
+    ngx_replay_sigv4_header_t    headers[4];
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    len = ngx_replay_sigv4_uri_encode(NULL, ctx->key.data, ctx->key.len, 1);
+
+    p = ngx_pnalloc(r->pool, rlcf->path_prefix.len + len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->uri.data = p;
+    ctx->uri.len = rlcf->path_prefix.len + len;
+
+    p = ngx_cpymem(p, rlcf->path_prefix.data, rlcf->path_prefix.len);
+    ngx_replay_sigv4_uri_encode(p, ctx->key.data, ctx->key.len, 1);
+
+    ngx_replay_sigv4_format_date(ngx_time(), (char *) ctx->amz_date);
+
+    ngx_memzero(&req, sizeof(ngx_replay_sigv4_request_t));
+
+    req.method.data = r->method_name.data;
+    req.method.len = r->method_name.len;
+    req.path.data = ctx->uri.data;
+    req.path.len = ctx->uri.len;
+    ngx_memcpy(req.amz_date, ctx->amz_date, NGX_REPLAY_SIGV4_DATE_LEN);
+    req.headers = headers;
+    req.debug = ngx_http_replay_s3_debug;
+    req.debug_data = r->connection->log;
+
+    headers[0].name.data = (u_char *) "host";
+    headers[0].name.len = 4;
+    headers[0].value.data = rlcf->host.data;
+    headers[0].value.len = rlcf->host.len;
+
+    if (rlcf->redirect) {
+        req.nheaders = 1;
+        return ngx_http_replay_s3_redirect(r, ctx, rlcf, &req);
+    }
+
+    n = 1;
+
+    headers[n].name.data = (u_char *) "x-amz-content-sha256";
+    headers[n].name.len = sizeof("x-amz-content-sha256") - 1;
+    headers[n].value.data = ngx_http_replay_s3_empty_sha256.data;
+    headers[n].value.len = ngx_http_replay_s3_empty_sha256.len;
+    n++;
+
+    headers[n].name.data = (u_char *) "x-amz-date";
+    headers[n].name.len = sizeof("x-amz-date") - 1;
+    headers[n].value.data = ctx->amz_date;
+    headers[n].value.len = NGX_REPLAY_SIGV4_DATE_LEN;
+    n++;
+
+    if (rlcf->creds->session_token.len) {
+        headers[n].name.data = (u_char *) "x-amz-security-token";
+        headers[n].name.len = sizeof("x-amz-security-token") - 1;
+        headers[n].value = rlcf->creds->session_token;
+        n++;
+    }
+
+    req.nheaders = n;
+    req.payload_hash.data = ngx_http_replay_s3_empty_sha256.data;
+    req.payload_hash.len = ngx_http_replay_s3_empty_sha256.len;
+
+    size = 256 + rlcf->creds->access_key_id.len + rlcf->creds->region.len;
+
+    out = ngx_pnalloc(r->pool, size);
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_replay_sigv4_sign(rlcf->creds, &req, out, size, &len)
+        != NGX_REPLAY_SIGV4_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "replay: signing the S3 request failed");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->authorization.data = out;
+    ctx->authorization.len = len;
+    ctx->signed_request = 1;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "replay: GET s3 \"%V\" host \"%V\"", &ctx->uri,
+                   &rlcf->host);
+
+    return rlcf->proxy_handler(r);
+}
+
+
+static ngx_int_t
+ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_http_replay_loc_conf_t *rlcf, ngx_replay_sigv4_request_t *req)
+{
+    u_char            *p, *out;
+    size_t             size, len;
+    ngx_table_elt_t   *h;
+    ngx_replay_sigv4_creds_t  *creds;
+
+    creds = rlcf->creds;
+
+    /* the query's values are percent-encoded, so allow three times them */
+    size = rlcf->scheme.len + sizeof("://") - 1 + rlcf->host.len
+           + ctx->uri.len + 512
+           + 3 * (creds->access_key_id.len + creds->region.len
+                  + creds->session_token.len);
+
+    out = ngx_pnalloc(r->pool, size);
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(out, rlcf->scheme.data, rlcf->scheme.len);
+    p = ngx_cpymem(p, "://", sizeof("://") - 1);
+    p = ngx_cpymem(p, rlcf->host.data, rlcf->host.len);
+
+    if (ngx_replay_sigv4_presign(creds, req, rlcf->presign_expires, p,
+                                 size - (p - out), &len)
+        != NGX_REPLAY_SIGV4_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "replay: presigning the S3 URL failed");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->signed_request = 1;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Location");
+    h->value.data = out;
+    h->value.len = (p - out) + len;
+
+    ngx_http_clear_location(r);
+    r->headers_out.location = h;
+
+    /* a presigned URL expires: no cache may keep the redirect longer */
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Cache-Control");
+    ngx_str_set(&h->value, "no-store");
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "replay: redirect to s3 \"%V\"", &ctx->uri);
+
+    return rlcf->redirect;
+}
+
+
+/* the string to sign holds no secret; the canonical request may hold a
+ * session token, so it is not logged */
+
+static void
+ngx_http_replay_s3_debug(void *data, const char *what,
+    const unsigned char *text, size_t len)
+{
+#if (NGX_DEBUG)
+    ngx_str_t   s;
+    ngx_log_t  *log;
+
+    log = data;
+
+    if (ngx_strcmp(what, "string to sign") != 0) {
+        return;
+    }
+
+    s.data = (u_char *) text;
+    s.len = len;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "replay: sigv4 string to sign:\n%V", &s);
+#endif
+}
+
+
+char *
+ngx_http_replay_s3_credentials(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_replay_loc_conf_t *rlcf = conf;
+
+    char                      *rv;
+    ngx_str_t                 *value, name;
+    ngx_replay_sigv4_creds_t  *creds;
+
+    if (rlcf->creds != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    creds = ngx_pcalloc(cf->pool, sizeof(ngx_replay_sigv4_creds_t));
+    if (creds == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    creds->service.data = (u_char *) "s3";
+    creds->service.len = 2;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "env", 3) == 0) {
+        rv = ngx_http_replay_s3_creds_env(cf, creds);
+
+    } else if (value[1].len > 5
+               && ngx_strncmp(value[1].data, "file=", 5) == 0)
+    {
+        name.data = value[1].data + 5;
+        name.len = value[1].len - 5;
+        rv = ngx_http_replay_s3_creds_file(cf, creds, &name);
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\", "
+                           "it must be \"env\" or \"file=PATH\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (creds->access_key_id.len == 0 || creds->secret_access_key.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "replay_s3_credentials \"%V\": both an access "
+                           "key id and a secret access key are needed",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    rlcf->creds = creds;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Read in the master process while the configuration loads: its
+ * environment is whole there, so no "env" directive is needed for them.
+ */
+
+static char *
+ngx_http_replay_s3_creds_env(ngx_conf_t *cf, ngx_replay_sigv4_creds_t *creds)
+{
+    ngx_uint_t   i;
+    char        *value;
+    size_t       len;
+    u_char      *p;
+
+    static char                      *names[] = {
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"
+    };
+    ngx_replay_sigv4_str_t           *fields[3];
+
+    fields[0] = &creds->access_key_id;
+    fields[1] = &creds->secret_access_key;
+    fields[2] = &creds->session_token;
+
+    for (i = 0; i < 3; i++) {
+        value = getenv(names[i]);
+
+        if (value == NULL || value[0] == '\0') {
+            if (i == 2) {
+                break;
+            }
+
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "replay_s3_credentials env: %s is not set "
+                               "in nginx's environment", names[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        len = ngx_strlen(value);
+
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(p, value, len);
+        fields[i]->data = p;
+        fields[i]->len = len;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The file is read once, at startup, by the master process (usually
+ * root), so it may be readable by root only.  Its format is that of
+ * ~/.aws/credentials: "aws_access_key_id = ...", "aws_secret_access_key =
+ * ...", "aws_session_token = ...", with an optional "[default]" header;
+ * "#" and ";" start comments.
+ */
+
+static char *
+ngx_http_replay_s3_creds_file(ngx_conf_t *cf, ngx_replay_sigv4_creds_t *creds,
+    ngx_str_t *name)
+{
+    char             *rv;
+    u_char           *buf, *p, *last, *eol;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_uint_t        line;
+    ngx_file_info_t   fi;
+
+    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", name);
+        return NGX_CONF_ERROR;
+    }
+
+    rv = NGX_CONF_ERROR;
+    buf = NULL;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_fd_info_n " \"%V\" failed", name);
+        goto done;
+    }
+
+    if (ngx_file_size(&fi) > NGX_HTTP_REPLAY_CREDS_MAX_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credentials file \"%V\" is too large", name);
+        goto done;
+    }
+
+    buf = ngx_alloc(NGX_HTTP_REPLAY_CREDS_MAX_FILE, cf->log);
+    if (buf == NULL) {
+        goto done;
+    }
+
+    n = ngx_read_fd(fd, buf, NGX_HTTP_REPLAY_CREDS_MAX_FILE);
+    if (n == -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_read_fd_n " \"%V\" failed", name);
+        goto done;
+    }
+
+    p = buf;
+    last = buf + n;
+
+    for (line = 1; p < last; line++, p = eol + 1) {
+        eol = ngx_strlchr(p, last, '\n');
+        if (eol == NULL) {
+            eol = last;
+        }
+
+        if (ngx_http_replay_s3_creds_line(cf, creds, p, eol, name, line)
+            != NGX_CONF_OK)
+        {
+            goto done;
+        }
+    }
+
+    rv = NGX_CONF_OK;
+
+done:
+
+    if (buf) {
+        ngx_explicit_memzero(buf, NGX_HTTP_REPLAY_CREDS_MAX_FILE);
+        ngx_free(buf);
+    }
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%V\" failed", name);
+    }
+
+    return rv;
+}
+
+
+static char *
+ngx_http_replay_s3_creds_line(ngx_conf_t *cf, ngx_replay_sigv4_creds_t *creds,
+    u_char *start, u_char *end, ngx_str_t *name, ngx_uint_t line)
+{
+    u_char                  *eq, *k, *kend, *v, *vend, *p;
+    ngx_replay_sigv4_str_t  *field;
+
+    while (start < end && (*start == ' ' || *start == '\t')) {
+        start++;
+    }
+
+    while (end > start
+           && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+    {
+        end--;
+    }
+
+    if (start == end || *start == '#' || *start == ';') {
+        return NGX_CONF_OK;
+    }
+
+    if (*start == '[') {
+        if (end - start == 9 && ngx_strncmp(start, "[default]", 9) == 0) {
+            return NGX_CONF_OK;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credentials file \"%V\", line %ui: only the "
+                           "\"[default]\" profile is read", name, line);
+        return NGX_CONF_ERROR;
+    }
+
+    eq = ngx_strlchr(start, end, '=');
+    if (eq == NULL) {
+        /* the line's text may be a secret: it is not repeated */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credentials file \"%V\", line %ui: "
+                           "\"name = value\" expected", name, line);
+        return NGX_CONF_ERROR;
+    }
+
+    k = start;
+    kend = eq;
+    while (kend > k && (kend[-1] == ' ' || kend[-1] == '\t')) {
+        kend--;
+    }
+
+    v = eq + 1;
+    vend = end;
+    while (v < vend && (*v == ' ' || *v == '\t')) {
+        v++;
+    }
+
+    if (kend - k > 4 && ngx_strncasecmp(k, (u_char *) "aws_", 4) == 0) {
+        k += 4;
+    }
+
+#define ngx_http_replay_key_is(s)                                             \
+    ((size_t) (kend - k) == sizeof(s) - 1                                     \
+     && ngx_strncasecmp(k, (u_char *) s, sizeof(s) - 1) == 0)
+
+    if (ngx_http_replay_key_is("access_key_id")) {
+        field = &creds->access_key_id;
+
+    } else if (ngx_http_replay_key_is("secret_access_key")) {
+        field = &creds->secret_access_key;
+
+    } else if (ngx_http_replay_key_is("session_token")) {
+        field = &creds->session_token;
+
+    } else {
+        /* other keys of ~/.aws/credentials (region, ...) are not ours */
+        return NGX_CONF_OK;
+    }
+
+#undef ngx_http_replay_key_is
+
+    if (field->len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credentials file \"%V\", line %ui: "
+                           "duplicate key", name, line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (v == vend) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credentials file \"%V\", line %ui: "
+                           "empty value", name, line);
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, vend - v);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(p, v, vend - v);
+    field->data = p;
+    field->len = vend - v;
+
+    return NGX_CONF_OK;
+}

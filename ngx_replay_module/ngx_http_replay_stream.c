@@ -1,0 +1,495 @@
+
+/*
+ * Streaming through nginx's proxy module.
+ *
+ * A location with replay_s3_endpoint gets a proxy_pass to the endpoint and
+ * the proxy_set_header lines S3 needs, as if the user had written them;
+ * the module's content handler signs the request and then calls the proxy
+ * handler.  The body then flows through nginx's upstream buffers to the
+ * client without a copy of ours (see docs/design.md).
+ *
+ * The filters below see only those requests: they drop S3's own x-amz-*
+ * response headers and turn S3's error answers (XML bodies) into plain
+ * nginx error responses, logging S3's error code.
+ */
+
+
+#include "ngx_http_replay_stream.h"
+
+
+#define NGX_HTTP_REPLAY_S3_ERROR_HEAD  1024
+
+
+extern ngx_module_t  ngx_http_proxy_module;
+
+
+static char *ngx_http_replay_proxy_directive(ngx_conf_t *cf, char *name,
+    ngx_uint_t nargs, ...);
+static ngx_int_t ngx_http_replay_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_replay_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_int_t ngx_http_replay_send_error(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx);
+static void ngx_http_replay_log_s3_error(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+/* headers passed to S3; the client's other headers are not */
+static char  *ngx_http_replay_proxy_headers[][2] = {
+    { "Host", "$replay_s3_host" },
+    { "Authorization", "$replay_s3_authorization" },
+    { "X-Amz-Date", "$replay_s3_date" },
+    { "X-Amz-Content-Sha256", "$replay_s3_content_sha256" },
+    { "X-Amz-Security-Token", "$replay_s3_security_token" },
+    { "Range", "$http_range" },
+    { "If-Range", "$http_if_range" },
+    { "If-Match", "$http_if_match" },
+    { "If-None-Match", "$http_if_none_match" },
+    { "If-Modified-Since", "$http_if_modified_since" },
+    { "If-Unmodified-Since", "$http_if_unmodified_since" },
+    { "Connection", "" },
+    { NULL, NULL }
+};
+
+
+char *
+ngx_http_replay_stream_wire_proxy(ngx_conf_t *cf,
+    ngx_http_replay_loc_conf_t *rlcf)
+{
+    u_char                     *p;
+    size_t                      len;
+    ngx_uint_t                  i;
+    ngx_url_t                   u;
+    ngx_http_conf_ctx_t        *ctx;
+    ngx_http_core_loc_conf_t   *clcf;
+    ngx_http_upstream_conf_t   *ucf;
+
+    /* "scheme://host[:port]$replay_s3_uri" */
+    len = rlcf->scheme.len + 3 + rlcf->endpoint_host.len
+          + sizeof("$replay_s3_uri") - 1;
+
+    p = ngx_pnalloc(cf->pool, len + 1);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_sprintf(p, "%V://%V$replay_s3_uri%Z", &rlcf->scheme,
+                &rlcf->endpoint_host);
+
+    if (ngx_http_replay_proxy_directive(cf, "proxy_pass", 1, p)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    rlcf->proxy_handler = clcf->handler;
+
+    /*
+     * With a variable in proxy_pass nginx looks the host up among the
+     * upstreams at run time; an implicit upstream resolves it at startup
+     * as a plain proxy_pass would, and an explicit "upstream" block of
+     * that name (keepalive, several servers) is used as it is.
+     */
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = rlcf->endpoint_host;
+    u.default_port = (rlcf->scheme.len == 5) ? 443 : 80;
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s in replay_s3_endpoint \"%V\"", u.err,
+                           &rlcf->endpoint);
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url = rlcf->endpoint_host;
+        u.default_port = (rlcf->scheme.len == 5) ? 443 : 80;
+
+        if (ngx_http_upstream_add(cf, &u, 0) == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    for (i = 0; ngx_http_replay_proxy_headers[i][0]; i++) {
+        if (ngx_http_replay_proxy_directive(cf, "proxy_set_header", 2,
+                                            ngx_http_replay_proxy_headers[i][0],
+                                            ngx_http_replay_proxy_headers[i][1])
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    ctx = cf->ctx;
+    ucf = ctx->loc_conf[ngx_http_proxy_module.ctx_index];
+
+    /*
+     * ngx_http_proxy_loc_conf_t starts with ngx_http_upstream_conf_t.
+     * Settings the user wrote before replay_s3_endpoint are kept; written
+     * after it, proxy's own "is duplicate" check reports them.
+     */
+    if (ucf->pass_request_headers == NGX_CONF_UNSET) {
+        ucf->pass_request_headers = 0;
+    }
+
+    if (ucf->pass_request_body == NGX_CONF_UNSET) {
+        ucf->pass_request_body = 0;
+    }
+
+    /* memory, not disk: a slow client paces the S3 read */
+    if (ucf->max_temp_file_size_conf == NGX_CONF_UNSET_SIZE) {
+        ucf->max_temp_file_size_conf = 0;
+    }
+
+    if (ngx_http_replay_proxy_directive(cf, "proxy_http_version", 1, "1.1")
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+#if (NGX_HTTP_SSL)
+
+    if (rlcf->scheme.len == 5) {
+        if (ngx_http_replay_proxy_directive(cf, "proxy_ssl_server_name", 1,
+                                            "on")
+            != NGX_CONF_OK
+            || ngx_http_replay_proxy_directive(cf, "proxy_ssl_name", 1,
+                                               "$replay_s3_host")
+               != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+#endif
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Runs one of the proxy module's directives in the current location, as
+ * if it had been written there.
+ */
+
+static char *
+ngx_http_replay_proxy_directive(ngx_conf_t *cf, char *name, ngx_uint_t nargs,
+    ...)
+{
+    char                 *rv, *arg;
+    va_list               ap;
+    ngx_str_t            *s;
+    ngx_uint_t            i;
+    ngx_array_t           args, *saved;
+    ngx_command_t        *cmd;
+    ngx_http_conf_ctx_t  *ctx;
+
+    for (cmd = ngx_http_proxy_module.commands; cmd->name.len; cmd++) {
+        if (cmd->name.len == ngx_strlen(name)
+            && ngx_strcmp(cmd->name.data, name) == 0)
+        {
+            break;
+        }
+    }
+
+    if (cmd->name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "replay_s3_endpoint needs the proxy module's "
+                           "\"%s\" directive", name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_array_init(&args, cf->pool, nargs + 1, sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    s = ngx_array_push_n(&args, nargs + 1);
+    if (s == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    s[0].data = (u_char *) name;
+    s[0].len = ngx_strlen(name);
+
+    va_start(ap, nargs);
+
+    for (i = 1; i <= nargs; i++) {
+        arg = va_arg(ap, char *);
+        s[i].data = (u_char *) arg;
+        s[i].len = ngx_strlen(arg);
+    }
+
+    va_end(ap);
+
+    ctx = cf->ctx;
+
+    saved = cf->args;
+    cf->args = &args;
+
+    rv = cmd->set(cf, cmd, ctx->loc_conf[ngx_http_proxy_module.ctx_index]);
+
+    cf->args = saved;
+
+    if (rv != NGX_CONF_OK) {
+        if (rv != NGX_CONF_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "replay_s3_endpoint sets \"%s\", which %s",
+                               name, rv);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_replay_stream_init_filters(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_replay_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_replay_body_filter;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_replay_header_filter(ngx_http_request_t *r)
+{
+    ngx_uint_t               i, status;
+    ngx_list_part_t         *part;
+    ngx_table_elt_t         *h;
+    ngx_http_upstream_t     *u;
+    ngx_http_replay_ctx_t   *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+    u = r->upstream;
+
+    /* only S3's own answers: not nginx's errors, not our error page */
+    if (ctx == NULL || !ctx->signed_request || r != r->main || u == NULL
+        || ctx->error || u->headers_in.status_n != r->headers_out.status)
+    {
+        return ngx_http_next_header_filter(r);
+    }
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len > 6
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "x-amz-", 6) == 0)
+        {
+            h[i].hash = 0;
+        }
+    }
+
+    status = r->headers_out.status;
+
+    if (status < NGX_HTTP_BAD_REQUEST) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    /*
+     * An S3 error: its headers and its XML body are S3's business, not the
+     * client's.  The body's head is kept to log S3's error code; the
+     * response goes out once it has been read.
+     */
+
+    ctx->error = 1;
+    ctx->s3_status = status;
+
+    /* a HEAD answer has no body to wait for */
+    if (r->header_only || r->method == NGX_HTTP_HEAD) {
+        ngx_http_replay_log_s3_error(r, ctx);
+        return ngx_http_replay_send_error(r, ctx);
+    }
+
+    ctx->s3_error = ngx_create_temp_buf(r->pool, NGX_HTTP_REPLAY_S3_ERROR_HEAD);
+    if (ctx->s3_error == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_replay_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    size_t                   n;
+    ngx_buf_t               *b, *err;
+    ngx_uint_t               last;
+    ngx_chain_t             *cl, out;
+    ngx_http_replay_ctx_t   *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+
+    if (ctx == NULL || ctx->s3_error == NULL || ctx->error_done) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    err = ctx->s3_error;
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            n = ngx_min((size_t) (b->last - b->pos),
+                        (size_t) (err->end - err->last));
+            err->last = ngx_cpymem(err->last, b->pos, n);
+        }
+
+        /* consumed: the upstream may reuse the buffer */
+        b->pos = b->last;
+
+        if (b->in_file) {
+            b->file_pos = b->file_last;
+        }
+
+        if (b->last_buf) {
+            last = 1;
+        }
+    }
+
+    if (!last) {
+        return NGX_OK;
+    }
+
+    ctx->error_done = 1;
+
+    ngx_http_replay_log_s3_error(r, ctx);
+
+    if (ngx_http_replay_send_error(r, ctx) == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = (u_char *) "";
+    b->last = b->pos;
+    b->last_buf = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
+}
+
+
+/*
+ * Sends the header of the error the client sees: 404 and 416 as S3 said,
+ * every other S3 error as 502.  The body is the status line in plain text.
+ */
+
+static ngx_int_t
+ngx_http_replay_send_error(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    if (ctx->s3_status != NGX_HTTP_NOT_FOUND
+        && ctx->s3_status != NGX_HTTP_RANGE_NOT_SATISFIABLE)
+    {
+        r->headers_out.status = NGX_HTTP_BAD_GATEWAY;
+    }
+
+    r->headers_out.status_line.len = 0;
+
+    /* S3's headers describe its XML, not this answer */
+    r->headers_out.headers.part.nelts = 0;
+    r->headers_out.headers.part.next = NULL;
+    r->headers_out.headers.last = &r->headers_out.headers.part;
+
+    r->headers_out.content_type.len = 0;
+    r->headers_out.content_type_len = 0;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.charset.len = 0;
+    r->headers_out.content_length = NULL;
+    r->headers_out.content_range = NULL;
+    r->headers_out.last_modified = NULL;
+    r->headers_out.last_modified_time = -1;
+    r->headers_out.etag = NULL;
+    r->headers_out.date = NULL;
+    r->headers_out.server = NULL;
+    r->headers_out.location = NULL;
+    r->headers_out.accept_ranges = NULL;
+    r->headers_out.expires = NULL;
+    r->headers_out.cache_control.nelts = 0;
+    r->headers_out.link.nelts = 0;
+    r->headers_out.content_encoding = NULL;
+
+    r->headers_out.content_length_n = 0;
+
+    /* no body: the status says it all, the log says why */
+    r->allow_ranges = 0;
+
+    rc = ngx_http_next_header_filter(r);
+
+    return rc;
+}
+
+
+static void
+ngx_http_replay_log_s3_error(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+{
+    u_char      *p, *q, *last;
+    ngx_str_t    code;
+    ngx_uint_t   level;
+
+    ngx_str_set(&code, "(no error code)");
+
+    if (ctx->s3_error) {
+        p = ctx->s3_error->pos;
+        last = ctx->s3_error->last;
+
+        p = ngx_strlcasestrn(p, last, (u_char *) "<Code>", 6 - 1);
+
+        if (p) {
+            p += 6;
+            q = ngx_strlchr(p, last, '<');
+
+            if (q && q - p > 0 && q - p <= 64) {
+                code.data = p;
+                code.len = q - p;
+            }
+        }
+    }
+
+    level = (ctx->s3_status == NGX_HTTP_NOT_FOUND
+             || ctx->s3_status == NGX_HTTP_RANGE_NOT_SATISFIABLE)
+            ? NGX_LOG_INFO : NGX_LOG_ERR;
+
+    ngx_log_error(level, r->connection->log, 0,
+                  "replay: S3 answered %ui %V for key \"%V\"",
+                  ctx->s3_status, &code, &ctx->key);
+}
