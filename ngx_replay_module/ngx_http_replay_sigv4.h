@@ -22,6 +22,13 @@
 #define NGX_REPLAY_SIGV4_TOO_LONG     -2   /* output buffer too small */
 #define NGX_REPLAY_SIGV4_BAD_INPUT    -3   /* too many headers/params, ... */
 
+/*
+ * BAD_INPUT also covers: no "host" header, an empty header name or
+ * method, an empty access key id, region or service, an amz_date not
+ * "YYYYMMDDTHHMMSSZ", an empty payload_hash (header form), and X-Amz-*
+ * parameters of the request's own (presign).  On any error *out_len is 0.
+ */
+
 #define NGX_REPLAY_SIGV4_MAX_HEADERS   32
 #define NGX_REPLAY_SIGV4_MAX_PARAMS    64
 
@@ -48,7 +55,9 @@ typedef struct {
 /*
  * Credentials and scope.  The signing key is derived from them once per
  * UTC day and kept in "key"; callers keep one of these per credential set
- * (per location in the module) for the life of the process.
+ * (per location in the module) for the life of the process.  The cache
+ * fields must start zeroed (ngx_pcalloc()); change the secret only in a
+ * fresh struct, as the cached key is not checked against it.
  */
 typedef struct {
     ngx_replay_sigv4_str_t         access_key_id;
@@ -82,7 +91,9 @@ typedef struct {
     /*
      * The query string as sent on the wire (without "?"), may be empty.
      * Each name and value is decoded, re-encoded with S3's rules and the
-     * pairs sorted, as SigV4 requires.
+     * pairs sorted, as SigV4 requires.  "+" is a literal plus, not a
+     * space; a "%" not followed by two hex digits stands for itself; a
+     * name without "=" gets an empty value; empty "&&" parts are skipped.
      */
     ngx_replay_sigv4_str_t         query;
 
@@ -101,7 +112,12 @@ typedef struct {
 
     char                           amz_date[NGX_REPLAY_SIGV4_DATE_LEN];
 
-    /* optional: called with the canonical request and string to sign */
+    /*
+     * Optional: called with what "canonical request" and "string to sign"
+     * (not NUL-terminated; only then are the texts built, on the heap).
+     * The texts hold the session token where it is signed, never the
+     * secret or a key.
+     */
     ngx_replay_sigv4_debug_pt      debug;
     void                          *debug_data;
 } ngx_replay_sigv4_request_t;
@@ -139,7 +155,9 @@ int ngx_replay_sigv4_sign(ngx_replay_sigv4_creds_t *creds,
  * Presigned form: writes the request target "path?query" where query is
  * the request's own parameters plus X-Amz-Algorithm, X-Amz-Credential,
  * X-Amz-Date, X-Amz-Expires, X-Amz-SignedHeaders, X-Amz-Security-Token
- * (with a token) and X-Amz-Signature, payload UNSIGNED-PAYLOAD.
+ * (with a token) and X-Amz-Signature, payload UNSIGNED-PAYLOAD.  The
+ * query is written in canonical form (encoded, sorted) with
+ * X-Amz-Signature last.  "expires" is not checked: S3 allows 1..604800.
  */
 int ngx_replay_sigv4_presign(ngx_replay_sigv4_creds_t *creds,
     ngx_replay_sigv4_request_t *req, unsigned long expires,
