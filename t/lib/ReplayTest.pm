@@ -65,6 +65,24 @@ sub fixture {
     die "no fixture for key \"$key\" in $dir/$list\n";
 }
 
+# GET a URL with curl, as a client following a redirect would; --path-as-is
+# keeps "..", "//" as they are.  Returns the status and the body.
+sub curl_get {
+    my ($url) = @_;
+
+    require File::Temp;
+    my ($fh, $file) = File::Temp::tempfile(UNLINK => 1);
+    close $fh;
+
+    my $code = `curl -sS --path-as-is --max-time 30 -o '$file' -w '%{http_code}' '$url'`;
+
+    open my $in, '<:raw', $file or die "$file: $!\n";
+    local $/;
+    my $body = <$in>;
+
+    return ($code, defined $body ? $body : '');
+}
+
 # The ETag S3 gives an object uploaded in one piece: its quoted MD5.
 sub etag {
     require Digest::MD5;

@@ -1,0 +1,1008 @@
+# Streaming from the signature-checking S3 server: bodies byte for byte,
+# headers relayed or dropped, ranges and conditional requests, HEAD, and
+# keys with every character that needs care (one block per key, written by
+# t/gen/stream-special.py).
+
+use lib 't/lib';
+use Test::Nginx::Socket 'no_plan';
+use ReplayTest;
+
+no_shuffle();
+no_long_string();
+run_tests();
+
+__DATA__
+
+=== TEST 1: GET streams the object
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: games/1/replay.bin
+--- response_body
+bucket=replays key=games/1/replay.bin
+--- response_headers
+Content-Length: 38
+Content-Type: application/octet-stream
+Accept-Ranges: bytes
+!x-amz-request-id
+!x-amz-id-2
+!x-amz-meta-mtime
+--- response_headers_like
+ETag: "[0-9a-f]{32}"
+Last-Modified: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT
+
+
+
+=== TEST 2: the client's other headers do not reach S3, the object's own Content-Type does
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: games/8/notes.txt
+Authorization: AWS4-HMAC-SHA256 Credential=FORGED/20130524/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0000
+Cookie: session=1
+--- response_body
+bucket=replays key=games/8/notes.txt
+--- response_headers
+Content-Type: text/plain; charset=utf-8
+
+
+
+=== TEST 3: HEAD answers the headers without the body
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+HEAD /s3
+--- more_headers
+X-Key: games/1/replay.bin
+--- response_body
+--- response_headers
+Content-Length: 38
+!x-amz-request-id
+
+
+
+=== TEST 4: a range at the start
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: games/1/replay.bin
+Range: bytes=0-5
+--- error_code: 206
+--- response_body chomp
+bucket
+--- response_headers
+Content-Range: bytes 0-5/38
+Content-Length: 6
+
+
+
+=== TEST 5: a range in the middle of the 50 MiB object
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: big/50mib.bin
+Range: bytes=26214400-26214499
+--- error_code: 206
+--- response_body eval
+substr(ReplayTest::fixture('big/50mib.bin'), 26214400, 100)
+--- response_headers
+Content-Range: bytes 26214400-26214499/52428800
+
+
+
+=== TEST 6: an open range: the end of the object
+(the test S3 server reads a suffix range "bytes=-N" as "bytes=0-N", so the
+end is asked for by offset)
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: games/1/replay.bin
+Range: bytes=27-
+--- error_code: 206
+--- response_body
+replay.bin
+--- response_headers
+Content-Range: bytes 27-37/38
+
+
+
+=== TEST 7: a range past the end is 416, without S3's XML
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: games/1/replay.bin
+Range: bytes=100-200
+--- error_code: 416
+--- response_body
+--- error_log
+replay: S3 answered 416 InvalidRange for key "games/1/replay.bin"
+
+
+
+=== TEST 8: If-None-Match with the object's ETag is 304
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers eval
+"X-Key: games/1/replay.bin\nIf-None-Match: " . ReplayTest::etag('games/1/replay.bin')
+--- error_code: 304
+--- response_body
+
+
+
+=== TEST 9: If-None-Match with another ETag is 200
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: games/1/replay.bin
+If-None-Match: "00000000000000000000000000000000"
+--- response_body
+bucket=replays key=games/1/replay.bin
+
+
+
+=== TEST 10: If-Modified-Since in the future is 304
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: games/1/replay.bin
+If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT
+--- error_code: 304
+--- response_body
+
+
+
+=== TEST 11: a missing object is 404, without S3's XML
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: games/7/missing.bin
+--- error_code: 404
+--- response_body
+--- response_headers
+Content-Length: 0
+!x-amz-request-id
+--- error_log
+replay: S3 answered 404 NoSuchKey for key "games/7/missing.bin"
+
+
+
+=== TEST 12: the 50 MiB object, byte for byte
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: big/50mib.bin
+--- timeout: 30
+--- response_body eval
+ReplayTest::fixture('big/50mib.bin')
+--- response_headers
+Content-Length: 52428800
+
+
+
+=== TEST 13: methods other than GET and HEAD are 405 with Allow
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+POST /s3
+hello
+--- more_headers
+X-Key: games/1/replay.bin
+--- error_code: 405
+--- response_headers
+Allow: GET, HEAD
+--- error_log
+replay: method POST not allowed
+
+
+
+=== TEST 14: an empty key is 404 and says so
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- error_code: 404
+--- error_log
+replay: the object key is empty
+
+
+
+=== TEST 15: a key longer than S3 allows is 400
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers eval
+"X-Key: long/" . ("k" x 1020)
+--- error_code: 400
+--- error_log
+replay: the object key is 1025 bytes long, S3 allows 1024
+
+
+
+=== TEST 16: a key from the URI, with a regex capture
+--- config
+    location ~ ^/games/(\d+)/replay$ {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/$1/replay.bin;
+    }
+--- request
+GET /games/2/replay
+--- response_body
+bucket=replays key=games/2/replay.bin
+
+
+
+=== TEST 17: the same key in another bucket is that bucket's object
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       other;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: games/1/replay.bin
+--- response_body
+bucket=other key=games/1/replay.bin
+
+
+
+=== TEST 18: the request carries the signed path and host ($replay_s3_uri, $replay_s3_host, $replay_key)
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+        add_header X-Uri $replay_s3_uri always;
+        add_header X-Host $replay_s3_host always;
+        add_header X-Key $replay_key always;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/all !$&'()*+,;=:@~%?#.bin
+--- response_body
+bucket=replays key=special/all !$&'()*+,;=:@~%?#.bin
+--- response_headers_like
+X-Uri: ^/replays/special/all%20%21%24%26%27%28%29%2A%2B%2C%3B%3D%3A%40~%25%3F%23\.bin$
+X-Host: ^127\.0\.0\.1:\d+$
+X-Key: ^special/all !\$&'\(\)\*\+,;=:@~%\?#\.bin$
+
+
+
+=== TEST 19: virtual-host addressing puts the bucket in Host, not in the path
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:1;
+        replay_s3_bucket       replays;
+        replay_s3_addressing   virtual;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+        proxy_connect_timeout  1s;
+        add_header X-Uri $replay_s3_uri always;
+        add_header X-Host $replay_s3_host always;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: games/1/replay.bin
+--- error_code: 502
+--- response_headers
+X-Uri: /games/1/replay.bin
+X-Host: replays.127.0.0.1:1
+--- error_log
+connect() failed (111: Connection refused)
+
+
+
+=== TEST 20: key special/a b.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/a b.bin
+--- response_body
+bucket=replays key=special/a b.bin
+
+
+
+=== TEST 21: key special/a+b.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/a+b.bin
+--- response_body
+bucket=replays key=special/a+b.bin
+
+
+
+=== TEST 22: key special/bang!.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/bang!.bin
+--- response_body
+bucket=replays key=special/bang!.bin
+
+
+
+=== TEST 23: key special/dollar$.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/dollar$.bin
+--- response_body
+bucket=replays key=special/dollar$.bin
+
+
+
+=== TEST 24: key special/amp&.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/amp&.bin
+--- response_body
+bucket=replays key=special/amp&.bin
+
+
+
+=== TEST 25: key special/apos'.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/apos'.bin
+--- response_body
+bucket=replays key=special/apos'.bin
+
+
+
+=== TEST 26: key special/paren().bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/paren().bin
+--- response_body
+bucket=replays key=special/paren().bin
+
+
+
+=== TEST 27: key special/star*.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/star*.bin
+--- response_body
+bucket=replays key=special/star*.bin
+
+
+
+=== TEST 28: key special/comma,.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/comma,.bin
+--- response_body
+bucket=replays key=special/comma,.bin
+
+
+
+=== TEST 29: key special/semi;.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/semi;.bin
+--- response_body
+bucket=replays key=special/semi;.bin
+
+
+
+=== TEST 30: key special/eq=.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/eq=.bin
+--- response_body
+bucket=replays key=special/eq=.bin
+
+
+
+=== TEST 31: key special/colon:.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/colon:.bin
+--- response_body
+bucket=replays key=special/colon:.bin
+
+
+
+=== TEST 32: key special/at@.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/at@.bin
+--- response_body
+bucket=replays key=special/at@.bin
+
+
+
+=== TEST 33: key special/tilde~.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/tilde~.bin
+--- response_body
+bucket=replays key=special/tilde~.bin
+
+
+
+=== TEST 34: key special/pct%.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/pct%.bin
+--- response_body
+bucket=replays key=special/pct%.bin
+
+
+
+=== TEST 35: key special/pct%20.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/pct%20.bin
+--- response_body
+bucket=replays key=special/pct%20.bin
+
+
+
+=== TEST 36: key special/pct%2F.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/pct%2F.bin
+--- response_body
+bucket=replays key=special/pct%2F.bin
+
+
+
+=== TEST 37: key special/q?.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/q?.bin
+--- response_body
+bucket=replays key=special/q?.bin
+
+
+
+=== TEST 38: key special/hash#.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/hash#.bin
+--- response_body
+bucket=replays key=special/hash#.bin
+
+
+
+=== TEST 39: key special/all !$&'()*+,;=:@~%?#.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/all !$&'()*+,;=:@~%?#.bin
+--- response_body
+bucket=replays key=special/all !$&'()*+,;=:@~%?#.bin
+
+
+
+=== TEST 40: key special/other "<>\^`{|}[].bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/other "<>\^`{|}[].bin
+--- response_body
+bucket=replays key=special/other "<>\^`{|}[].bin
+
+
+
+=== TEST 41: key special/café.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/café.bin
+--- response_body
+bucket=replays key=special/café.bin
+
+
+
+=== TEST 42: key special/日本/リプレイ.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/日本/リプレイ.bin
+--- response_body
+bucket=replays key=special/日本/リプレイ.bin
+
+
+
+=== TEST 43: key special/dots/../up.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/dots/../up.bin
+--- response_body
+bucket=replays key=special/dots/../up.bin
+
+
+
+=== TEST 44: key special/up.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/up.bin
+--- response_body
+bucket=replays key=special/up.bin
+
+
+
+=== TEST 45: key special/dot/./here.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/dot/./here.bin
+--- response_body
+bucket=replays key=special/dot/./here.bin
+
+
+
+=== TEST 46: key special/dot/here.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/dot/here.bin
+--- response_body
+bucket=replays key=special/dot/here.bin
+
+
+
+=== TEST 47: key special//double-slash.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special//double-slash.bin
+--- response_body
+bucket=replays key=special//double-slash.bin
+
+
+
+=== TEST 48: key special/double-slash.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/double-slash.bin
+--- response_body
+bucket=replays key=special/double-slash.bin
+
+
+
+=== TEST 49: key special/trailing/
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/trailing/
+--- response_body
+bucket=replays key=special/trailing/
+
+
+
+=== TEST 50: key special/trailing
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: special/trailing
+--- response_body
+bucket=replays key=special/trailing
+
+
+
+=== TEST 51: key /leading-slash.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: /leading-slash.bin
+--- response_body
+bucket=replays key=/leading-slash.bin
+
+
+
+=== TEST 52: key leading-slash.bin
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: leading-slash.bin
+--- response_body
+bucket=replays key=leading-slash.bin
+
+
+
+=== TEST 53: key ../other/secret.txt
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: ../other/secret.txt
+--- response_body
+bucket=replays key=../other/secret.txt
+
+
+
+=== TEST 54: key /other/secret.txt
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: /other/secret.txt
+--- response_body
+bucket=replays key=/other/secret.txt
+
+
+
+=== TEST 55: key long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk... (1024 bytes)
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+--- request
+GET /s3
+--- more_headers
+X-Key: long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk
+--- response_body
+bucket=replays key=long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk
