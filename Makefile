@@ -40,7 +40,9 @@ $(NGX_BUILD)/Makefile: config
 
 $(MODULE): $(NGX_BUILD)/Makefile $(SOURCES)
 	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
-	cp $(NGX_BUILD)/objs/ngx_http_replay_module.so $@
+	@# a running nginx maps the old file: replace it, never write into it
+	cp $(NGX_BUILD)/objs/ngx_http_replay_module.so $@.tmp
+	mv -f $@.tmp $@
 
 # signer unit tests: no nginx needed
 $(BUILD)/sigv4_test: t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h

@@ -17,6 +17,7 @@
 #include "ngx_http_replay_module.h"
 #include "ngx_http_replay_s3.h"
 #include "ngx_http_replay_stream.h"
+#include "ngx_http_replay_db.h"
 
 
 /* S3's own limit on a key's length */
@@ -24,6 +25,8 @@
 
 
 static ngx_int_t ngx_http_replay_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_replay_check_key(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx);
 static ngx_int_t ngx_http_replay_not_allowed(ngx_http_request_t *r);
 static ngx_int_t ngx_http_replay_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_replay_postconfiguration(ngx_conf_t *cf);
@@ -103,6 +106,13 @@ static ngx_command_t  ngx_http_replay_commands[] = {
       offsetof(ngx_http_replay_loc_conf_t, key),
       NULL },
 
+    { ngx_string("replay_buffering"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_replay_loc_conf_t, buffering),
+      NULL },
+
     { ngx_string("replay_redirect"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_replay_redirect,
@@ -116,6 +126,27 @@ static ngx_command_t  ngx_http_replay_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_replay_loc_conf_t, presign_expires),
       &ngx_http_replay_expires_post },
+
+    { ngx_string("replay_db"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_replay_db,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("replay_key_query"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
+      ngx_http_replay_key_query,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("replay_key_param_max_length"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_replay_loc_conf_t, key_param_max),
+      NULL },
 
       ngx_null_command
 };
@@ -146,7 +177,7 @@ ngx_module_t  ngx_http_replay_module = {
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_replay_db_exit_process,       /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -178,10 +209,47 @@ ngx_http_replay_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_replay_module);
 
+    if (rlcf->query) {
+        rc = ngx_http_replay_db_lookup(r, ctx);
+
+        if (rc == NGX_AGAIN) {
+            /* ngx_http_replay_lookup_done() goes on from here */
+            r->main->count++;
+            return NGX_DONE;
+        }
+
+        return rc;
+    }
+
     if (ngx_http_complex_value(r, rlcf->key, &ctx->key) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    return ngx_http_replay_check_key(r, ctx);
+}
+
+
+void
+ngx_http_replay_lookup_done(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t       *c;
+    ngx_http_replay_ctx_t  *ctx;
+
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_replay_check_key(r, ctx);
+    }
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_replay_check_key(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+{
     if (ctx->key.len == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "replay: the object key is empty");
@@ -202,16 +270,11 @@ ngx_http_replay_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_replay_not_allowed(ngx_http_request_t *r)
 {
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_replay_add_header(r, "Allow", (u_char *) "GET, HEAD", 9)
+        == NULL)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Allow");
-    ngx_str_set(&h->value, "GET, HEAD");
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "replay: method %V not allowed", &r->method_name);
@@ -220,10 +283,54 @@ ngx_http_replay_not_allowed(ngx_http_request_t *r)
 }
 
 
+ngx_table_elt_t *
+ngx_http_replay_add_header(ngx_http_request_t *r, char *key, u_char *value,
+    size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = value;
+    h->value.len = len;
+
+    return h;
+}
+
+
+ngx_int_t
+ngx_http_replay_add_variables(ngx_conf_t *cf, ngx_http_variable_t *vars)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_replay_preconfiguration(ngx_conf_t *cf)
 {
-    return ngx_http_replay_s3_add_variables(cf);
+    if (ngx_http_replay_s3_add_variables(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_replay_db_add_variables(cf);
 }
 
 
@@ -254,14 +361,19 @@ ngx_http_replay_create_loc_conf(ngx_conf_t *cf)
      *     conf->bucket = { 0, NULL };
      *     conf->region = { 0, NULL };
      *     conf->key = NULL;
+     *     conf->db = NULL;
+     *     conf->query = NULL;
+     *     conf->dbs = NULL;
      *     conf->host = { 0, NULL };
      *     conf->path_prefix = { 0, NULL };
      */
 
     conf->addressing = NGX_CONF_UNSET_UINT;
     conf->creds = NGX_CONF_UNSET_PTR;
+    conf->buffering = NGX_CONF_UNSET;
     conf->redirect = NGX_CONF_UNSET_UINT;
     conf->presign_expires = NGX_CONF_UNSET;
+    conf->key_param_max = NGX_CONF_UNSET_SIZE;
 
     return conf;
 }
@@ -278,9 +390,14 @@ ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->addressing, prev->addressing,
                               NGX_HTTP_REPLAY_PATH_STYLE);
     ngx_conf_merge_ptr_value(conf->creds, prev->creds, NULL);
+    ngx_conf_merge_value(conf->buffering, prev->buffering, 0);
     ngx_conf_merge_uint_value(conf->redirect, prev->redirect, 0);
     ngx_conf_merge_sec_value(conf->presign_expires, prev->presign_expires,
                              900);
+
+    if (ngx_http_replay_db_merge(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     return ngx_http_replay_s3_merge(cf, conf);
 }

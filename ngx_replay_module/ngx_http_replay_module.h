@@ -37,6 +37,14 @@ typedef struct {
     ngx_replay_sigv4_creds_t       *creds;
     ngx_http_complex_value_t       *key;
 
+    /* the PostgreSQL lookup (ngx_http_replay_db.c), NULL if none */
+    void                           *db;
+    void                           *query;
+    size_t                          key_param_max;
+    void                           *dbs;             /* http level: all */
+
+    ngx_flag_t                      buffering;
+
     ngx_uint_t                      redirect;        /* 0, 302 or 307 */
     time_t                          presign_expires;
 
@@ -52,6 +60,12 @@ typedef struct {
     ngx_str_t                       authorization;
     u_char                          amz_date[NGX_REPLAY_SIGV4_DATE_LEN];
 
+    /* optional columns 2 and 3 of the lookup's row */
+    ngx_str_t                       content_type;
+    ngx_str_t                       file_name;
+
+    void                           *db;              /* the lookup's state */
+
     ngx_uint_t                      s3_status;       /* S3's, if an error */
     ngx_buf_t                      *s3_error;        /* head of its body */
 
@@ -62,6 +76,21 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_replay_module;
+
+
+/*
+ * Called by an asynchronous lookup when it ends: rc is NGX_OK with
+ * ctx->key set, or the HTTP status to answer with.
+ */
+void ngx_http_replay_lookup_done(ngx_http_request_t *r, ngx_int_t rc);
+
+/* registers a ngx_http_null_variable-terminated list */
+ngx_int_t ngx_http_replay_add_variables(ngx_conf_t *cf,
+    ngx_http_variable_t *vars);
+
+/* adds a response header; the strings must outlive the request's header */
+ngx_table_elt_t *ngx_http_replay_add_header(ngx_http_request_t *r,
+    char *key, u_char *value, size_t len);
 
 
 #endif /* _NGX_HTTP_REPLAY_MODULE_H_INCLUDED_ */

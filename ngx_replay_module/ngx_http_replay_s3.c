@@ -28,8 +28,10 @@ static char *ngx_http_replay_s3_creds_file(ngx_conf_t *cf,
 static char *ngx_http_replay_s3_creds_line(ngx_conf_t *cf,
     ngx_replay_sigv4_creds_t *creds, u_char *start, u_char *end,
     ngx_str_t *name, ngx_uint_t line);
+#if (NGX_DEBUG)
 static void ngx_http_replay_s3_debug(void *data, const char *what,
     const unsigned char *text, size_t len);
+#endif
 
 
 #define ngx_http_replay_s3_sv(s)                                              \
@@ -73,19 +75,7 @@ static ngx_str_t  ngx_http_replay_s3_empty_sha256 =
 ngx_int_t
 ngx_http_replay_s3_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_replay_s3_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_http_replay_add_variables(cf, ngx_http_replay_s3_vars);
 }
 
 
@@ -263,10 +253,18 @@ ngx_http_replay_s3_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
         return NGX_CONF_ERROR;
     }
 
-    if (rlcf->key == NULL) {
+    if (rlcf->key == NULL && rlcf->query == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "replay_s3_endpoint \"%V\" is set but "
-                           "replay_s3_key is not", &rlcf->endpoint);
+                           "replay_s3_endpoint \"%V\" is set but neither "
+                           "replay_s3_key nor replay_key_query is",
+                           &rlcf->endpoint);
+        return NGX_CONF_ERROR;
+    }
+
+    if (rlcf->key && rlcf->query) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "replay_s3_key and replay_key_query are both "
+                           "set: the query gives the key");
         return NGX_CONF_ERROR;
     }
 
@@ -369,8 +367,13 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     req.path.len = ctx->uri.len;
     ngx_memcpy(req.amz_date, ctx->amz_date, NGX_REPLAY_SIGV4_DATE_LEN);
     req.headers = headers;
-    req.debug = ngx_http_replay_s3_debug;
-    req.debug_data = r->connection->log;
+#if (NGX_DEBUG)
+    /* the signer builds the debug texts only when they are asked for */
+    if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
+        req.debug = ngx_http_replay_s3_debug;
+        req.debug_data = r->connection->log;
+    }
+#endif
 
     headers[0].name.data = (u_char *) "host";
     headers[0].name.len = 4;
@@ -407,7 +410,8 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     req.payload_hash.data = ngx_http_replay_s3_empty_sha256.data;
     req.payload_hash.len = ngx_http_replay_s3_empty_sha256.len;
 
-    size = 256 + rlcf->creds->access_key_id.len + rlcf->creds->region.len;
+    size = 256 + rlcf->creds->access_key_id.len + rlcf->creds->region.len
+           + rlcf->creds->service.len;
 
     out = ngx_pnalloc(r->pool, size);
     if (out == NULL) {
@@ -471,28 +475,21 @@ ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
 
     ctx->signed_request = 1;
 
-    h = ngx_list_push(&r->headers_out.headers);
+    h = ngx_http_replay_add_header(r, "Location", out, (p - out) + len);
     if (h == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Location");
-    h->value.data = out;
-    h->value.len = (p - out) + len;
 
     ngx_http_clear_location(r);
     r->headers_out.location = h;
 
     /* a presigned URL expires: no cache may keep the redirect longer */
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_replay_add_header(r, "Cache-Control", (u_char *) "no-store",
+                                   8)
+        == NULL)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-store");
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "replay: redirect to s3 \"%V\"", &ctx->uri);
@@ -504,11 +501,12 @@ ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
 /* the string to sign holds no secret; the canonical request may hold a
  * session token, so it is not logged */
 
+#if (NGX_DEBUG)
+
 static void
 ngx_http_replay_s3_debug(void *data, const char *what,
     const unsigned char *text, size_t len)
 {
-#if (NGX_DEBUG)
     ngx_str_t   s;
     ngx_log_t  *log;
 
@@ -523,8 +521,9 @@ ngx_http_replay_s3_debug(void *data, const char *what,
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
                    "replay: sigv4 string to sign:\n%V", &s);
-#endif
 }
+
+#endif
 
 
 char *

@@ -28,6 +28,8 @@ static char *ngx_http_replay_proxy_directive(ngx_conf_t *cf, char *name,
 static ngx_int_t ngx_http_replay_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_replay_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_replay_set_type(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx);
 static ngx_int_t ngx_http_replay_send_error(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 static void ngx_http_replay_log_s3_error(ngx_http_request_t *r,
@@ -144,11 +146,6 @@ ngx_http_replay_stream_wire_proxy(ngx_conf_t *cf,
 
     if (ucf->pass_request_body == NGX_CONF_UNSET) {
         ucf->pass_request_body = 0;
-    }
-
-    /* memory, not disk: a slow client paces the S3 read */
-    if (ucf->max_temp_file_size_conf == NGX_CONF_UNSET_SIZE) {
-        ucf->max_temp_file_size_conf = 0;
     }
 
     if (ngx_http_replay_proxy_directive(cf, "proxy_http_version", 1, "1.1")
@@ -275,8 +272,9 @@ ngx_http_replay_header_filter(ngx_http_request_t *r)
     ngx_uint_t               i, status;
     ngx_list_part_t         *part;
     ngx_table_elt_t         *h;
-    ngx_http_upstream_t     *u;
-    ngx_http_replay_ctx_t   *ctx;
+    ngx_http_upstream_t         *u;
+    ngx_http_replay_ctx_t       *ctx;
+    ngx_http_replay_loc_conf_t  *rlcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
     u = r->upstream;
@@ -310,9 +308,27 @@ ngx_http_replay_header_filter(ngx_http_request_t *r)
         }
     }
 
+    /*
+     * nginx's buffered proxying holds a partly filled buffer back until it
+     * fills; unbuffered, each read is passed on at once through the one
+     * buffer of proxy_buffer_size, and the next read waits for the client.
+     * The upstream code looks at u->buffering only after sending the
+     * header, as for "X-Accel-Buffering: no".  A response to be cached
+     * needs the buffered path.
+     */
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    if (!rlcf->buffering && !u->cacheable && !u->store) {
+        u->buffering = 0;
+    }
+
     status = r->headers_out.status;
 
     if (status < NGX_HTTP_BAD_REQUEST) {
+        if (ngx_http_replay_set_type(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         return ngx_http_next_header_filter(r);
     }
 
@@ -404,6 +420,70 @@ ngx_http_replay_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     out.next = NULL;
 
     return ngx_http_next_body_filter(r, &out);
+}
+
+
+/*
+ * Content-Type and a download file name from the lookup's row, when it
+ * has them, replace what S3 stored with the object.
+ */
+
+static ngx_int_t
+ngx_http_replay_set_type(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+{
+    u_char           *p, *q, *last;
+    size_t            len;
+    ngx_table_elt_t  *h;
+
+    if (ctx->content_type.len) {
+        r->headers_out.content_type = ctx->content_type;
+        r->headers_out.content_type_len = ctx->content_type.len;
+        r->headers_out.content_type_lowcase = NULL;
+        r->headers_out.charset.len = 0;
+    }
+
+    if (ctx->file_name.len == 0) {
+        return NGX_OK;
+    }
+
+    /*
+     * RFC 6266: a plain ASCII name for old clients, with anything that
+     * could end the quoted string replaced, and the exact name in UTF-8
+     */
+
+    len = sizeof("attachment; filename=\"\"; filename*=UTF-8''") - 1
+          + ctx->file_name.len
+          + ngx_replay_sigv4_uri_encode(NULL, ctx->file_name.data,
+                                        ctx->file_name.len, 0);
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    h = ngx_http_replay_add_header(r, "Content-Disposition", p, 0);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(p, "attachment; filename=\"",
+                   sizeof("attachment; filename=\"") - 1);
+
+    last = ctx->file_name.data + ctx->file_name.len;
+
+    for (q = ctx->file_name.data; q < last; q++) {
+        *p++ = (*q < 0x20 || *q >= 0x7f || *q == '"' || *q == '\\'
+                || *q == '%') ? '_' : *q;
+    }
+
+    p = ngx_cpymem(p, "\"; filename*=UTF-8''",
+                   sizeof("\"; filename*=UTF-8''") - 1);
+    p += ngx_replay_sigv4_uri_encode(p, ctx->file_name.data,
+                                     ctx->file_name.len, 0);
+
+    h->value.len = p - h->value.data;
+
+    return NGX_OK;
 }
 
 

@@ -1,0 +1,40 @@
+
+/*
+ * The PostgreSQL key lookup: resolves a request to its S3 object key with
+ * a prepared statement on pooled, non-blocking libpq connections driven by
+ * nginx's event loop.
+ */
+
+
+#ifndef _NGX_HTTP_REPLAY_DB_H_INCLUDED_
+#define _NGX_HTTP_REPLAY_DB_H_INCLUDED_
+
+
+#include "ngx_http_replay_module.h"
+
+
+/*
+ * Starts the lookup for r.  NGX_AGAIN: it runs, and ends with a call to
+ * ngx_http_replay_lookup_done(); anything else is the HTTP status to
+ * answer with at once (400 for bad input, 503 when the queue is full).
+ */
+ngx_int_t ngx_http_replay_db_lookup(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx);
+
+/* the replay_db and replay_key_query directives */
+char *ngx_http_replay_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_replay_key_query(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/* inherits replay_db, checks that a replay_key_query has one */
+char *ngx_http_replay_db_merge(ngx_conf_t *cf,
+    ngx_http_replay_loc_conf_t *prev, ngx_http_replay_loc_conf_t *conf);
+
+/* $replay_db_time */
+ngx_int_t ngx_http_replay_db_add_variables(ngx_conf_t *cf);
+
+/* closes the worker's database connections */
+void ngx_http_replay_db_exit_process(ngx_cycle_t *cycle);
+
+
+#endif /* _NGX_HTTP_REPLAY_DB_H_INCLUDED_ */

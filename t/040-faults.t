@@ -1,0 +1,239 @@
+# What a real S3 server won't do on demand, from hand-made backends:
+# stalls, bodies cut short, 5xx, other S3 error codes, refused connections.
+
+use lib 't/lib';
+use Test::Nginx::Socket 'no_plan';
+use ReplayTest;
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: the first bytes reach the client while S3 stalls mid-body
+(the client gives up after 3 s of silence; nginx would wait 10 s for the rest)
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:19981;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+        proxy_read_timeout     10s;
+    }
+--- tcp_listen: 19981
+--- tcp_no_close
+--- tcp_reply eval
+"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nfirst-half"
+--- request
+GET /s3
+--- timeout: 3
+--- abort
+--- response_body chop
+first-half
+--- response_headers
+Content-Length: 20
+
+
+
+=== TEST 2: an object cut short: the client connection is closed, not completed
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:19982;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- tcp_listen: 19982
+--- tcp_reply eval
+"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nonly-ten!!"
+--- request
+GET /s3
+--- response_body chop
+only-ten!!
+--- response_headers
+Content-Length: 20
+--- error_log
+upstream prematurely closed connection
+
+
+
+=== TEST 3: S3 silent past the read timeout: 504
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:19983;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+        proxy_read_timeout     500ms;
+    }
+--- tcp_listen: 19983
+--- tcp_no_close
+--- tcp_reply:
+--- request
+GET /s3
+--- error_code: 504
+--- error_log
+upstream timed out
+
+
+
+=== TEST 4: S3 stalls mid-body past the read timeout: the connection is closed
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:19984;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+        proxy_read_timeout     500ms;
+    }
+--- tcp_listen: 19984
+--- tcp_no_close
+--- tcp_reply eval
+"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nfirst-half"
+--- request
+GET /s3
+--- response_body chop
+first-half
+--- error_log
+upstream timed out
+
+
+
+=== TEST 5: a refused connection is 502
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:1;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- request
+GET /s3
+--- error_code: 502
+--- error_log
+connect() failed (111: Connection refused)
+
+
+
+=== TEST 6: S3 500 is 502, S3's XML stays out of the response
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:19985;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- tcp_listen: 19985
+--- tcp_reply eval
+my $xml = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message><RequestId>4442587FB7D0A2F9</RequestId></Error>';
+"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nx-amz-request-id: 4442587FB7D0A2F9\r\nContent-Length: " . length($xml) . "\r\n\r\n$xml"
+--- request
+GET /s3
+--- error_code: 502
+--- response_body
+--- response_headers
+!x-amz-request-id
+!Content-Type
+Content-Length: 0
+--- error_log
+replay: S3 answered 500 InternalError for key "games/1/replay.bin"
+
+
+
+=== TEST 7: S3 503 SlowDown, chunked, is 502
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:19986;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- tcp_listen: 19986
+--- tcp_reply eval
+my $xml = '<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>';
+"HTTP/1.1 503 Slow Down\r\nTransfer-Encoding: chunked\r\n\r\n" . sprintf("%x", length $xml) . "\r\n$xml\r\n0\r\n\r\n"
+--- request
+GET /s3
+--- error_code: 502
+--- response_body
+--- error_log
+replay: S3 answered 503 SlowDown for key "games/1/replay.bin"
+
+
+
+=== TEST 8: S3 403 AccessDenied is 502
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:19988;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- tcp_listen: 19988
+--- tcp_reply eval
+my $xml = '<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>';
+"HTTP/1.1 403 Forbidden\r\nContent-Length: " . length($xml) . "\r\n\r\n$xml"
+--- request
+GET /s3
+--- error_code: 502
+--- response_body
+--- error_log
+replay: S3 answered 403 AccessDenied for key "games/1/replay.bin"
+
+
+
+=== TEST 9: S3 403 RequestTimeTooSkewed is 502 and named
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:19989;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- tcp_listen: 19989
+--- tcp_reply eval
+my $xml = '<Error><Code>RequestTimeTooSkewed</Code><Message>The difference between the request time and the current time is too large.</Message></Error>';
+"HTTP/1.1 403 Forbidden\r\nContent-Length: " . length($xml) . "\r\n\r\n$xml"
+--- request
+GET /s3
+--- error_code: 502
+--- error_log
+replay: S3 answered 403 RequestTimeTooSkewed for key "games/1/replay.bin"
+
+
+
+=== TEST 10: an S3 error body cut short closes the connection, never a success
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:19990;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- tcp_listen: 19990
+--- tcp_reply eval
+"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 200\r\n\r\n<Error><Code>Intern"
+--- request
+GET /s3
+--- ignore_response
+--- error_log
+upstream prematurely closed connection
+
+
+
+=== TEST 11: replay_buffering on streams through nginx's proxy buffers, whole
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          big/1mib.bin;
+        replay_buffering       on;
+        proxy_buffers          4 16k;
+    }
+--- request
+GET /s3
+--- response_body eval
+ReplayTest::fixture('big/1mib.bin')
+--- response_headers
+Content-Length: 1048576
