@@ -7,6 +7,22 @@ use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use ReplayTest;
 
+# Blocks without a configuration get this one: the key from X-Key.
+my $s3_location = <<'CONF';
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          $http_x_key;
+    }
+CONF
+
+add_block_preprocessor(sub {
+    my $block = shift;
+
+    $block->set_value('config', $s3_location) unless defined $block->config;
+});
+
 no_shuffle();
 no_long_string();
 run_tests();
@@ -14,13 +30,6 @@ run_tests();
 __DATA__
 
 === TEST 1: GET streams the object
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -41,13 +50,6 @@ Last-Modified: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT
 
 
 === TEST 2: the client's other headers do not reach S3, the object's own Content-Type does
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -62,13 +64,6 @@ Content-Type: text/plain; charset=utf-8
 
 
 === TEST 3: HEAD answers the headers without the body
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 HEAD /s3
 --- more_headers
@@ -81,13 +76,6 @@ Content-Length: 38
 
 
 === TEST 4: a range at the start
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -103,13 +91,6 @@ Content-Length: 6
 
 
 === TEST 5: a range in the middle of the 50 MiB object
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -126,13 +107,6 @@ Content-Range: bytes 26214400-26214499/52428800
 === TEST 6: an open range: the end of the object
 (the test S3 server reads a suffix range "bytes=-N" as "bytes=0-N", so the
 end is asked for by offset)
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -147,13 +121,6 @@ Content-Range: bytes 27-37/38
 
 
 === TEST 7: a range past the end is 416, without S3's XML
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -167,13 +134,6 @@ replay: S3 answered 416 InvalidRange for key "games/1/replay.bin"
 
 
 === TEST 8: If-None-Match with the object's ETag is 304
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers eval
@@ -184,13 +144,6 @@ GET /s3
 
 
 === TEST 9: If-None-Match with another ETag is 200
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -202,13 +155,6 @@ bucket=replays key=games/1/replay.bin
 
 
 === TEST 10: If-Modified-Since in the future is 304
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -220,13 +166,6 @@ If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT
 
 
 === TEST 11: a missing object is 404, without S3's XML
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -242,13 +181,6 @@ replay: S3 answered 404 NoSuchKey for key "games/7/missing.bin"
 
 
 === TEST 12: the 50 MiB object, byte for byte
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -262,13 +194,6 @@ Content-Length: 52428800
 
 
 === TEST 13: methods other than GET and HEAD are 405 with Allow
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 POST /s3
 hello
@@ -283,13 +208,6 @@ replay: method POST not allowed
 
 
 === TEST 14: an empty key is 404 and says so
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- error_code: 404
@@ -299,13 +217,6 @@ replay: the object key is empty
 
 
 === TEST 15: a key longer than S3 allows is 400
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers eval
@@ -398,13 +309,6 @@ connect() failed (111: Connection refused)
 
 
 === TEST 20: key special/a b.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -415,13 +319,6 @@ bucket=replays key=special/a b.bin
 
 
 === TEST 21: key special/a+b.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -432,13 +329,6 @@ bucket=replays key=special/a+b.bin
 
 
 === TEST 22: key special/bang!.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -449,13 +339,6 @@ bucket=replays key=special/bang!.bin
 
 
 === TEST 23: key special/dollar$.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -466,13 +349,6 @@ bucket=replays key=special/dollar$.bin
 
 
 === TEST 24: key special/amp&.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -483,13 +359,6 @@ bucket=replays key=special/amp&.bin
 
 
 === TEST 25: key special/apos'.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -500,13 +369,6 @@ bucket=replays key=special/apos'.bin
 
 
 === TEST 26: key special/paren().bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -517,13 +379,6 @@ bucket=replays key=special/paren().bin
 
 
 === TEST 27: key special/star*.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -534,13 +389,6 @@ bucket=replays key=special/star*.bin
 
 
 === TEST 28: key special/comma,.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -551,13 +399,6 @@ bucket=replays key=special/comma,.bin
 
 
 === TEST 29: key special/semi;.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -568,13 +409,6 @@ bucket=replays key=special/semi;.bin
 
 
 === TEST 30: key special/eq=.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -585,13 +419,6 @@ bucket=replays key=special/eq=.bin
 
 
 === TEST 31: key special/colon:.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -602,13 +429,6 @@ bucket=replays key=special/colon:.bin
 
 
 === TEST 32: key special/at@.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -619,13 +439,6 @@ bucket=replays key=special/at@.bin
 
 
 === TEST 33: key special/tilde~.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -636,13 +449,6 @@ bucket=replays key=special/tilde~.bin
 
 
 === TEST 34: key special/pct%.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -653,13 +459,6 @@ bucket=replays key=special/pct%.bin
 
 
 === TEST 35: key special/pct%20.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -670,13 +469,6 @@ bucket=replays key=special/pct%20.bin
 
 
 === TEST 36: key special/pct%2F.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -687,13 +479,6 @@ bucket=replays key=special/pct%2F.bin
 
 
 === TEST 37: key special/q?.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -704,13 +489,6 @@ bucket=replays key=special/q?.bin
 
 
 === TEST 38: key special/hash#.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -721,13 +499,6 @@ bucket=replays key=special/hash#.bin
 
 
 === TEST 39: key special/all !$&'()*+,;=:@~%?#.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -738,13 +509,6 @@ bucket=replays key=special/all !$&'()*+,;=:@~%?#.bin
 
 
 === TEST 40: key special/other "<>\^`{|}[].bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -755,13 +519,6 @@ bucket=replays key=special/other "<>\^`{|}[].bin
 
 
 === TEST 41: key special/café.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -772,13 +529,6 @@ bucket=replays key=special/café.bin
 
 
 === TEST 42: key special/日本/リプレイ.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -789,13 +539,6 @@ bucket=replays key=special/日本/リプレイ.bin
 
 
 === TEST 43: key special/dots/../up.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -806,13 +549,6 @@ bucket=replays key=special/dots/../up.bin
 
 
 === TEST 44: key special/up.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -823,13 +559,6 @@ bucket=replays key=special/up.bin
 
 
 === TEST 45: key special/dot/./here.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -840,13 +569,6 @@ bucket=replays key=special/dot/./here.bin
 
 
 === TEST 46: key special/dot/here.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -857,13 +579,6 @@ bucket=replays key=special/dot/here.bin
 
 
 === TEST 47: key special//double-slash.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -874,13 +589,6 @@ bucket=replays key=special//double-slash.bin
 
 
 === TEST 48: key special/double-slash.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -891,13 +599,6 @@ bucket=replays key=special/double-slash.bin
 
 
 === TEST 49: key special/trailing/
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -908,13 +609,6 @@ bucket=replays key=special/trailing/
 
 
 === TEST 50: key special/trailing
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -925,13 +619,6 @@ bucket=replays key=special/trailing
 
 
 === TEST 51: key /leading-slash.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -942,13 +629,6 @@ bucket=replays key=/leading-slash.bin
 
 
 === TEST 52: key leading-slash.bin
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -959,13 +639,6 @@ bucket=replays key=leading-slash.bin
 
 
 === TEST 53: key ../other/secret.txt
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -976,13 +649,6 @@ bucket=replays key=../other/secret.txt
 
 
 === TEST 54: key /other/secret.txt
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers
@@ -993,13 +659,6 @@ bucket=replays key=/other/secret.txt
 
 
 === TEST 55: key long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk... (1024 bytes)
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }
 --- request
 GET /s3
 --- more_headers

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-# Writes the special-key blocks of t/020-stream.t (one block per key the
+# Writes the special-key blocks of t/020-stream.t (which gives them its
+# default configuration) (one block per key the
 # services upload; see t/services/schema.sql).  Run it after changing the
 # list; its output is committed, the test does not run it.
 keys = [
@@ -22,13 +23,6 @@ out = []
 for n, k in enumerate(keys, 1):
     title = k if len(k) < 60 else k[:40] + "... (%d bytes)" % len(k.encode())
     out.append(f"""=== KEY {n}: {title}
---- config
-    location /s3 {{
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  env;
-        replay_s3_key          $http_x_key;
-    }}
 --- request
 GET /s3
 --- more_headers
