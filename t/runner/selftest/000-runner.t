@@ -1,15 +1,18 @@
 # Self-test of the minimal Test::Nginx::Socket under t/runner, against the
 # stock nginx.  It is written to pass unchanged under the real Test::Nginx
-# too, with one exception: the error_log checks of the must_die blocks
-# (TEST 10, 11) need, with the real module, an nginx that writes its
-# startup errors to <prefix>/logs/error.log; Debian's nginx writes them to
-# stderr only (see t/runner/README).  Run from the top of the repository:
+# too (checked with 0.33).  Real versions older than that do not start
+# nginx with "-e <servroot>/logs/error.log", so there the error_log checks
+# of the must_die blocks (TEST 10, 11, 27) need an nginx that writes its
+# startup errors to <prefix>/logs/error.log, which Debian's does not (it
+# is built with --error-log-path=stderr).  Run
+# from the top of the repository:
 #
 #   PERL5LIB=t/runner prove -v t/runner/selftest/
 
 use Test::Nginx::Socket 'no_plan';
 
-# the embedded backend of --- tcp_listen (that section is not expanded)
+# the embedded backend of --- tcp_listen (a fixed port, as tcp_query
+# below, which is not expanded, names it)
 $ENV{TEST_NGINX_BACKEND_PORT} = 19851;
 
 # a default request for blocks without one
@@ -374,3 +377,35 @@ env TEST_NGINX_SELFTEST_MAIN=on;
 GET /t?x=1
 --- response_body
 one
+
+
+
+=== TEST 25: $TEST_NGINX_RAND_PORT_N in tcp_listen and in the config
+--- config
+    location = /t {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- tcp_listen: $TEST_NGINX_RAND_PORT_1
+--- tcp_reply eval
+"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
+--- response_body
+ok
+
+
+
+=== TEST 26: $TEST_NGINX_XXX in response_body is expanded too
+--- config
+    location = /t {
+        return 200 "port $TEST_NGINX_SERVER_PORT\n";
+    }
+--- response_body
+port $TEST_NGINX_SERVER_PORT
+
+
+
+=== TEST 27: the test case config starts on line 40 of nginx.conf
+--- config
+    no_such_directive_either;
+--- must_die
+--- error_log eval
+qr/unknown directive "no_such_directive_either" in \S+nginx\.conf:40$/

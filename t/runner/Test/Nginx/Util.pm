@@ -69,11 +69,13 @@ our $ConfigPreamble       = '';
 our @EnvToNginx;
 our @BlockPreprocessors;
 our @CleanupHandlers;
+our @TestCleanupHandlers;
 
 our ($RunTestHelper, $CheckErrorLog, $CheckShutdownErrorLog);
 our ($NginxVersion, $NginxRawVersion, $PrevConfig, $PrevBlock);
 our ($ChildPid, $TcpServerPid, $UdpServerPid, $InSubprocess);
 our $ErrLogFilePos = 0;
+our $RandPorts;    # the $TEST_NGINX_RAND_PORT_N ports of the current block
 our $FirstTime = 1;
 
 for my $mode (qw(USE_HUP USE_STAP CHECK_LEAK BENCHMARK USE_HTTP2 USE_HTTP3
@@ -83,6 +85,12 @@ for my $mode (qw(USE_HUP USE_STAP CHECK_LEAK BENCHMARK USE_HTTP2 USE_HTTP3
         warn "WARNING: TEST_NGINX_$mode is not supported by the minimal "
              . "Test::Nginx::Socket under t/runner; ignored\n";
     }
+}
+
+# as the real module: the version of the nginx under test, 1.22.1 ->
+# 1022001, for the test files' own Perl code
+if ((`$NginxBinary -v 2>&1` // '') =~ m{/(\d+)\.(\d+)\.(\d+)}) {
+    $ENV{TEST_NGINX_VERSION_NUM} = ($1 * 1000 + $2) * 1000 + $3;
 }
 
 our $ServRoot   = $ENV{TEST_NGINX_SERVROOT}
@@ -109,7 +117,8 @@ our @EXPORT = qw(
     worker_connections workers master_on master_off config_preamble
     repeat_each master_process_enabled log_level no_shuffle no_root_location
     html_dir server_root server_port server_port_for_client server_addr
-    server_name no_nginx_manager use_hup
+    server_name no_nginx_manager use_hup add_test_cleanup_handler
+    expand_env_in_text
     $ServerPort $ServerPortForClient $ServerAddr $ServerName $NginxVersion
     $PidFile $ServRoot $ConfFile $RunTestHelper $CheckErrorLog
     $CheckShutdownErrorLog $NoNginxManager $RepeatEach $NoLongString
@@ -164,6 +173,7 @@ sub env_to_nginx (@) {
 
 sub add_block_preprocessor (&) { unshift @BlockPreprocessors, shift }
 sub add_cleanup_handler ($)    { unshift @CleanupHandlers, shift }
+sub add_test_cleanup_handler ($) { unshift @TestCleanupHandlers, shift }
 
 # "50ms" -> 0.05, "2s" -> 2, "1.5" -> 1.5
 sub parse_time ($) {
@@ -575,6 +585,33 @@ sub write_user_files ($$) {
     }
 }
 
+# The temp directories nginx would otherwise take from its build (Debian:
+# /var/lib/nginx/..., shared by every nginx on the machine) go under the
+# server root, as the real module does; not for a module nginx was built
+# without, nor where http_config sets the path itself.
+sub temp_path_directives ($) {
+    my $http_config = shift;
+    my $v = `$NginxBinary -V 2>&1`;
+    $v = '' unless defined $v;
+
+    my @out;
+    for my $t (['client_body', undef], ['proxy', undef],
+               ['fastcgi', 'http_fastcgi_module'], ['scgi', 'http_scgi_module'],
+               ['uwsgi', 'http_uwsgi_module'])
+    {
+        my ($what, $module) = @$t;
+        next if defined $module && $v =~ /--without-\Q$module\E\b/;
+        next if $what =~ /^(?:client_body|proxy)$/
+                && $http_config =~ /\b${what}_temp_path\b/;
+        push @out, "${what}_temp_path $ServRoot/${what}_temp;";
+    }
+    return join ' ', @out;
+}
+
+# nginx.conf.  Its lines are laid out as the real module (0.33) lays them
+# out, so that the "nginx.conf:N" of a configuration error names the same
+# line under both; where the real module has lines for features this one
+# lacks (HTTP/3, TLS client), the lines are here but blank or comments.
 sub write_config_file ($$$) {
     my ($block, $config, $rand_ports) = @_;
     my $name = $block->name;
@@ -584,32 +621,39 @@ sub write_config_file ($$$) {
     $http_config = '' unless defined $http_config;
     $config = '' unless defined $config;
 
-    my $main_config = $block->main_config;
+    my $main_config = expand_env_in_text($block->main_config, $name,
+                                         $rand_ports);
     $main_config = '' unless defined $main_config;
+
+    # load_module lines come before main_config (whose stream {} etc. may
+    # need the modules), all on one line
+    my $load_modules = '';
     if ($LoadModules) {
-        my @mods = map { "load_module $_;" } grep { $_ } split /\s+/,
-                   $LoadModules;
-        $main_config .= join ' ', @mods;
+        $load_modules = join ' ', map { "load_module $_;" } grep { $_ }
+                        split /\s+/, $LoadModules;
     }
-    $main_config = expand_env_in_text($main_config, $name, $rand_ports);
 
     my $post_main_config = expand_env_in_text($block->post_main_config,
                                               $name, $rand_ports);
     $post_main_config = '' unless defined $post_main_config;
 
+    # (the real module writes postpone_output only in its HUP mode; here
+    # it is kept on the access_log line so that no line moves)
     my $extra_http = '';
     my $postpone = $PostponeOutput;
     undef $postpone if $http_config =~ /\bpostpone_output\b/;
     if (defined $postpone) {
         $postpone =~ /^\d+$/
             or bail_out("Bad TEST_NGINX_POSTPONE_OUTPUT value: $postpone\n");
-        $extra_http = "\n    postpone_output $postpone;\n";
+        $extra_http = " postpone_output $postpone;";
     }
 
     my $err_log_file = $block->error_log_file || $ErrLogFile;
+    $err_log_file = expand_env_in_text($err_log_file, $name, $rand_ports);
     my $server_name = $block->server_name;
     $server_name = $ServerName unless defined $server_name;
     my $listen_opts = $ReusePort ? ' reuseport' : '';
+    my $temp_paths = temp_path_directives($http_config);
 
     my $env = '';
     for my $v (qw(MOCKEAGAIN_VERBOSE MOCKEAGAIN
@@ -649,22 +693,27 @@ daemon $daemon;
 master_process $MasterProcessEnabled;
 error_log $err_log_file $LogLevel;
 pid       $PidFile;
-$env
+$env# (LUA_PATH)
+# (LUA_CPATH)
+$load_modules
 $main_config
 
 http {
-    access_log $AccLogFile;
+    access_log $AccLogFile; $temp_paths$extra_http
+    # (access log)
 
     default_type text/plain;
-    keepalive_timeout  68;
+    keepalive_timeout  68000ms;
 
 $http_config
-$extra_http
     server {
         listen          $ServerPort$listen_opts;
+        # (HTTP/3 listen)
         server_name     '$server_name';
-
+        # (HTTP/3 TLS)
+        # (TLS client)
         client_max_body_size 30M;
+        # (client_body_buffer_size)
 
         # Begin preamble config...
 $ConfigPreamble
@@ -679,6 +728,8 @@ $root_location    }
 
 $post_main_config
 
+# (timer_resolution)
+
 events {
     accept_mutex off;
 
@@ -687,8 +738,8 @@ $events_use}
 env ASAN_OPTIONS;
 env MOCKNOEAGAIN_VERBOSE;
 env MOCKNOEAGAIN;
-$user
 _EOC_
+    print $out $user;
     close $out;
 }
 
@@ -726,7 +777,9 @@ sub access_log_data () {
 
 sub check_prev_block_shutdown_error_log () {
     my $block = $PrevBlock;
-    return unless defined $block && defined $block->shutdown_error_log;
+    return unless defined $block
+                  && (defined $block->shutdown_error_log
+                      || defined $block->no_shutdown_error_log);
     $CheckShutdownErrorLog->($block, $ENV{TEST_NGINX_NO_CLEAN} ? 1 : 0);
 }
 
@@ -777,7 +830,14 @@ sub start_nginx ($$$) {
         or bail_out("$name - Cannot find the nginx executable in the PATH "
                     . "environment");
 
-    my $cmd = "$NginxBinary -p $ServRoot/ -c $ConfFile > /dev/null";
+    # "-e" (nginx 1.19.5+) sends the errors nginx logs before it has read
+    # its error_log directive, configuration errors among them, to the
+    # server root's error.log, where --- error_log looks, whatever path
+    # nginx was built with (Debian's: stderr).  The real module (0.33) does
+    # the same.
+    my $elog = defined $NginxVersion && $NginxVersion >= 1.019005
+               ? " -e $ErrLogFile" : '';
+    my $cmd = "$NginxBinary$elog -p $ServRoot/ -c $ConfFile > /dev/null";
 
     if ($UseValgrind && !defined $must_die) {
         $cmd = valgrind_command($cmd);
@@ -796,19 +856,19 @@ sub start_nginx ($$$) {
         return 0;
     }
 
-    # nginx's own stderr (startup warnings, and with an nginx built with
-    # --error-log-path=stderr, as Debian's is, the configuration errors) is
-    # captured and passed on to our stderr.
+    # nginx's own stderr (startup warnings and errors, which it prints
+    # there too) is captured and passed on to our stderr unless the block
+    # has --- suppress_stderr.
     my $full = "$cmd 2> $StartupStderrFile";
     my $waited = 0;
     my $tries = 0;
 
     for (my $i = 0; ; ) {
-        my $log_size = -s $ErrLogFile || 0;
         system($full);
         my $status = $?;
         my $stderr = _slurp($StartupStderrFile);
-        print STDERR $stderr if length $stderr;
+        print STDERR $stderr
+            if length $stderr && !defined $block->suppress_stderr;
 
         my ($exec_failed, $coredump, $exit_code);
         if ($status == -1) {
@@ -930,10 +990,10 @@ sub stop_valgrind_nginx ($) {
 # ---------------------------------------------------------------------------
 # the embedded TCP server of --- tcp_listen
 
-sub start_tcp_server ($$) {
-    my ($block, $name) = @_;
+sub start_tcp_server ($$$) {
+    my ($block, $name, $rand_ports) = @_;
 
-    my $target = $block->tcp_listen;
+    my $target = expand_env_in_text($block->tcp_listen, $name, $rand_ports);
     my $reply = $block->tcp_reply;
     if (!defined $reply && !defined $block->tcp_shutdown) {
         bail_out("$name - no --- tcp_reply specified but --- tcp_listen "
@@ -1090,6 +1150,8 @@ sub run_tests () {
 
     $ENV{TEST_NGINX_SERVER_PORT} = $ServerPort
         unless defined $ENV{TEST_NGINX_SERVER_PORT};
+    $ENV{TEST_NGINX_STREAM_PORT} = $ServerPort + 1
+        unless defined $ENV{TEST_NGINX_STREAM_PORT};
 
     my @blocks = Test::Nginx::Socket::blocks();
     @blocks = shuffle @blocks unless $NoShuffle;
@@ -1098,6 +1160,7 @@ sub run_tests () {
         $_->($block) for @BlockPreprocessors;
         $block->set_value('name', $0 . ' ' . $block->name);
         run_test($block);
+        $_->($block) for @TestCleanupHandlers;
         $PrevBlock = $block;
     }
 
@@ -1166,6 +1229,7 @@ sub run_test ($) {
     undef $FirstTime;
 
     my $rand_ports = {};
+    $RandPorts = $rand_ports;
     my $config = expand_env_in_text($block->config, $name, $rand_ports);
 
     local $LogLevel = $block->log_level || $LogLevel;
@@ -1223,7 +1287,8 @@ sub run_test ($) {
 
         my ($tcp_sock, $tcp_query_file);
         if (defined $block->tcp_listen) {
-            ($tcp_sock, $tcp_query_file) = start_tcp_server($block, $name);
+            ($tcp_sock, $tcp_query_file) = start_tcp_server($block, $name,
+                                                            $rand_ports);
         }
 
         write_user_files($block, $rand_ports) if $i > 1;
