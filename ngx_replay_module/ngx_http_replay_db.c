@@ -18,6 +18,9 @@
 
 
 #include "ngx_http_replay_db.h"
+#include "ngx_http_replay_memory.h"
+#include "ngx_http_replay_stream.h"
+#include "ngx_http_replay_status.h"
 
 #include <libpq-fe.h>
 #include <openssl/ssl.h>
@@ -80,15 +83,13 @@ typedef struct {
     ngx_queue_t                   queue;        /* in db->waiting */
     ngx_event_t                   wait;         /* queue_timeout */
     const char                  **values;
-    ngx_msec_t                    start;
-    ngx_msec_t                    time;
+    uint64_t                      start;        /* microseconds */
     ngx_int_t                     rc;
 
     unsigned                      fresh:1;      /* wants a new connection */
     unsigned                      retried:1;
     unsigned                      queued:1;
     unsigned                      sync:1;
-    unsigned                      started:1;
     unsigned                      done:1;
 } ngx_http_replay_db_req_t;
 
@@ -110,6 +111,7 @@ struct ngx_http_replay_db_conn_s {
     unsigned                      reused:1;
     unsigned                      got_result:1;
     unsigned                      flushing:1;
+    unsigned                      pooled:1;     /* in db->idle */
 };
 
 
@@ -159,21 +161,10 @@ static void ngx_http_replay_db_notice(void *arg, const char *message);
 static size_t ngx_http_replay_db_text(u_char *buf, size_t size,
     const char *msg, ngx_uint_t redact);
 static ngx_uint_t ngx_http_replay_db_bad_param(PGresult *res);
-static ngx_int_t ngx_http_replay_db_time_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_replay_db_count_params(ngx_str_t *sql);
 static u_char *ngx_http_replay_db_skip_quoted(u_char *p, u_char *last,
     ngx_uint_t escapes);
 static u_char *ngx_http_replay_db_skip_dollar(u_char *p, u_char *last);
-
-
-static ngx_http_variable_t  ngx_http_replay_db_vars[] = {
-
-    { ngx_string("replay_db_time"), NULL, ngx_http_replay_db_time_variable,
-      0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-      ngx_http_null_variable
-};
 
 
 /* SQLSTATEs that mean a value cannot be what the query takes */
@@ -204,6 +195,14 @@ ngx_http_replay_db_lookup(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
     q = rlcf->query;
+
+    if (ngx_http_replay_mem_add(r, ctx, sizeof(ngx_http_replay_db_req_t)
+                                        + q->nparams * sizeof(char *),
+                                "database request")
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     req = ngx_pcalloc(r->pool, sizeof(ngx_http_replay_db_req_t));
     if (req == NULL) {
@@ -251,7 +250,7 @@ ngx_http_replay_db_lookup(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
             return NGX_HTTP_BAD_REQUEST;
         }
 
-        p = ngx_pnalloc(r->pool, v.len + 1);
+        p = ngx_http_replay_mem_alloc(r, ctx, v.len + 1, "query parameter");
         if (p == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -274,8 +273,7 @@ ngx_http_replay_db_lookup(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     req->wait.data = req;
     req->wait.log = r->connection->log;
 
-    req->start = ngx_current_msec;
-    req->started = 1;
+    req->start = ngx_http_replay_usec();
 
     /* the handler has not counted the request yet: no lookup_done() now */
     req->sync = 1;
@@ -404,6 +402,8 @@ ngx_http_replay_db_enqueue(ngx_http_replay_db_req_t *req)
     db->nwaiting++;
     req->queued = 1;
 
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_WAITING, 1);
+
     ngx_add_timer(&req->wait, db->queue_timeout);
 
     return NGX_AGAIN;
@@ -428,6 +428,8 @@ ngx_http_replay_db_dispatch(ngx_http_replay_db_t *db)
         ngx_queue_remove(q);
         db->nwaiting--;
         req->queued = 0;
+
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_WAITING, -1);
 
         if (req->wait.timer_set) {
             ngx_del_timer(&req->wait);
@@ -481,6 +483,8 @@ ngx_http_replay_db_connect(ngx_http_replay_db_t *db,
         ngx_log_error(NGX_LOG_ERR, ngx_http_replay_db_log(req), 0,
                       "replay: database connection failed: %*s", len, text);
 
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_CONNECT_FAILURES, 1);
+
         PQfinish(pgc->pg);
         ngx_destroy_pool(pool);
         return NGX_HTTP_SERVICE_UNAVAILABLE;
@@ -499,6 +503,8 @@ ngx_http_replay_db_connect(ngx_http_replay_db_t *db,
     ngx_queue_insert_tail(&db->busy, &pgc->queue);
     db->nconns++;
 
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_BUSY, 1);
+
     pgc->req = req;
     req->conn = pgc;
 
@@ -509,6 +515,8 @@ ngx_http_replay_db_connect(ngx_http_replay_db_t *db,
     if (ngx_http_replay_db_watch(pgc) != NGX_OK
         || ngx_http_replay_db_events(pgc, 0, 1) != NGX_OK)
     {
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_CONNECT_FAILURES, 1);
+
         ngx_http_replay_db_detach(pgc);
         ngx_http_replay_db_close(pgc);
         return NGX_HTTP_SERVICE_UNAVAILABLE;
@@ -572,6 +580,8 @@ ngx_http_replay_db_connect_step(ngx_http_replay_db_conn_t *pgc)
 
     ngx_del_timer(&pgc->timer);
 
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_CONNECTS, 1);
+
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "replay db: connected, fd:%d", PQsocket(pgc->pg));
 
@@ -597,6 +607,8 @@ failed:
     ngx_log_error(NGX_LOG_ERR, ngx_http_replay_db_log(req), 0,
                   "replay: database connection failed: %*s", len, text);
 
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_CONNECT_FAILURES, 1);
+
     ngx_http_replay_db_detach(pgc);
     ngx_http_replay_db_close(pgc);
 
@@ -619,6 +631,10 @@ ngx_http_replay_db_attach(ngx_http_replay_db_conn_t *pgc,
 
     ngx_queue_remove(&pgc->queue);
     ngx_queue_insert_tail(&pgc->db->busy, &pgc->queue);
+    pgc->pooled = 0;
+
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_IDLE, -1);
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_BUSY, 1);
 
     pgc->c->idle = 0;
     pgc->reused = 1;
@@ -890,6 +906,8 @@ ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc, PGresult *res)
             ngx_log_error(NGX_LOG_ERR, log, 0,
                           "replay: database query failed: %*s", len, text);
 
+            ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
+
             pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -919,6 +937,8 @@ ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc, PGresult *res)
                       "replay: the key query returned more than one row; "
                       "it must return one row");
 
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
+
         PQclear(res);
 
         ngx_http_replay_db_detach(pgc);
@@ -945,6 +965,7 @@ ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc, PGresult *res)
         } else {
             ngx_log_error(NGX_LOG_ERR, log, 0,
                           "replay: database query failed: %*s", len, text);
+            ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
             pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -955,6 +976,7 @@ ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc, PGresult *res)
             ngx_log_error(NGX_LOG_ERR, log, 0,
                           "replay: the key query returned no rows at all; "
                           "it must be a SELECT or have a RETURNING clause");
+            ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
             pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -965,6 +987,7 @@ ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc, PGresult *res)
             ngx_log_error(NGX_LOG_ERR, log, 0,
                           "replay: unexpected database result %s",
                           PQresStatus(st));
+            ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
             pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -982,7 +1005,8 @@ ngx_http_replay_db_row(ngx_http_replay_db_conn_t *pgc, PGresult *res)
 {
     int                     n;
     u_char                 *p, *last;
-    ngx_str_t               type;
+    size_t                  size;
+    ngx_str_t               type, name;
     ngx_http_request_t     *r;
     ngx_http_replay_ctx_t  *ctx;
 
@@ -1007,6 +1031,26 @@ ngx_http_replay_db_row(ngx_http_replay_db_conn_t *pgc, PGresult *res)
                       "replay: the key query returned %s key",
                       PQgetisnull(res, 0, 0) ? "a NULL" : "an empty");
         pgc->status = NGX_HTTP_NOT_FOUND;
+        return;
+    }
+
+    /* the row's copies, and the Content-Disposition its file name makes */
+
+    size = PQgetlength(res, 0, 0);
+
+    if (n > 1) {
+        size += PQgetlength(res, 0, 1);
+    }
+
+    if (n > 2 && PQgetlength(res, 0, 2) > 0) {
+        name.data = (u_char *) PQgetvalue(res, 0, 2);
+        name.len = PQgetlength(res, 0, 2);
+
+        size += name.len + ngx_http_replay_stream_disposition_len(&name);
+    }
+
+    if (ngx_http_replay_mem_row(r, ctx, size) != NGX_OK) {
+        pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
 
@@ -1051,7 +1095,8 @@ static ngx_int_t
 ngx_http_replay_db_copy(ngx_http_request_t *r, ngx_str_t *dst,
     PGresult *res, int col)
 {
-    size_t  len;
+    size_t                  len;
+    ngx_http_replay_ctx_t  *ctx;
 
     dst->len = 0;
     dst->data = NULL;
@@ -1066,7 +1111,9 @@ ngx_http_replay_db_copy(ngx_http_request_t *r, ngx_str_t *dst,
         return NGX_OK;
     }
 
-    dst->data = ngx_pnalloc(r->pool, len);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+
+    dst->data = ngx_http_replay_mem_alloc(r, ctx, len, "database row");
     if (dst->data == NULL) {
         return NGX_ERROR;
     }
@@ -1146,6 +1193,10 @@ ngx_http_replay_db_release(ngx_http_replay_db_conn_t *pgc)
 
     ngx_queue_remove(&pgc->queue);
     ngx_queue_insert_head(&db->idle, &pgc->queue);
+    pgc->pooled = 1;
+
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_BUSY, -1);
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_IDLE, 1);
 
     ngx_http_replay_db_dispatch(db);
 }
@@ -1183,6 +1234,11 @@ ngx_http_replay_db_conn_error(ngx_http_replay_db_conn_t *pgc)
     } else {
         ngx_log_error(level, ngx_http_replay_db_log(req), 0,
                       "replay: database connection failed: %*s", len, text);
+    }
+
+    /* a query it was running has failed */
+    if (pgc->query) {
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
     }
 
     ngx_http_replay_db_detach(pgc);
@@ -1239,6 +1295,8 @@ ngx_http_replay_db_timeout(ngx_event_t *ev)
                       "replay: database connection timed out after %M ms",
                       timeout);
 
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_CONNECT_FAILURES, 1);
+
         rc = NGX_HTTP_SERVICE_UNAVAILABLE;
 
     } else {
@@ -1247,6 +1305,8 @@ ngx_http_replay_db_timeout(ngx_event_t *ev)
         ngx_log_error(level, ngx_http_replay_db_log(req), 0,
                       "replay: database query timed out after %M ms",
                       timeout);
+
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_TIMEOUTS, 1);
 
         rc = NGX_HTTP_GATEWAY_TIME_OUT;
     }
@@ -1275,6 +1335,8 @@ ngx_http_replay_db_wait_timeout(ngx_event_t *ev)
     db->nwaiting--;
     req->queued = 0;
 
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_WAITING, -1);
+
     ngx_log_error(NGX_LOG_ERR, ev->log, 0,
                   "replay: no database connection was free within %M ms",
                   db->queue_timeout);
@@ -1299,6 +1361,9 @@ ngx_http_replay_db_close(ngx_http_replay_db_conn_t *pgc)
 
     ngx_queue_remove(&pgc->queue);
     pgc->db->nconns--;
+
+    ngx_http_replay_stat(pgc->pooled ? NGX_HTTP_REPLAY_ST_DB_IDLE
+                                     : NGX_HTTP_REPLAY_ST_DB_BUSY, -1);
 
     PQfinish(pgc->pg);
     ngx_destroy_pool(pgc->pool);
@@ -1453,20 +1518,30 @@ ngx_http_replay_db_end(ngx_http_replay_db_req_t *req, ngx_int_t rc)
     ngx_http_replay_ctx_t  *ctx;
 
     r = req->request;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
 
     req->done = 1;
-    req->time = ngx_current_msec - req->start;
+
+    ctx->db_time = ngx_http_replay_usec() - req->start;
+    ctx->db_timed = 1;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "replay db: lookup done: %i, %M ms", rc, req->time);
+                   "replay db: lookup done: %i, %uL us", rc, ctx->db_time);
 
     if (rc == NGX_OK) {
         return rc;
     }
 
-    /* $replay_key is not to show a row the lookup has refused */
+    if (ctx->outcome == 0) {
+        ctx->outcome = (rc == NGX_HTTP_NOT_FOUND) ? NGX_HTTP_REPLAY_NOT_FOUND
+                       : (rc == NGX_HTTP_BAD_REQUEST)
+                         ? NGX_HTTP_REPLAY_BAD_REQUEST
+                       : (rc == NGX_HTTP_GATEWAY_TIME_OUT)
+                         ? NGX_HTTP_REPLAY_TIMEOUT
+                       : NGX_HTTP_REPLAY_DB_ERROR;
+    }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+    /* $replay_key is not to show a row the lookup has refused */
 
     ngx_str_null(&ctx->key);
     ngx_str_null(&ctx->content_type);
@@ -1499,6 +1574,8 @@ ngx_http_replay_db_cleanup(void *data)
         ngx_queue_remove(&req->queue);
         req->query->db->nwaiting--;
         req->queued = 0;
+
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_WAITING, -1);
     }
 
     if (req->wait.timer_set) {
@@ -1634,47 +1711,6 @@ ngx_http_replay_db_bad_param(PGresult *res)
 }
 
 
-ngx_int_t
-ngx_http_replay_db_add_variables(ngx_conf_t *cf)
-{
-    return ngx_http_replay_add_variables(cf, ngx_http_replay_db_vars);
-}
-
-
-static ngx_int_t
-ngx_http_replay_db_time_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    u_char                    *p;
-    ngx_http_replay_ctx_t     *ctx;
-    ngx_http_replay_db_req_t  *req;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
-
-    req = ctx ? ctx->db : NULL;
-
-    if (req == NULL || !req->started || !req->done) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    v->len = ngx_sprintf(p, "%T.%03M", (time_t) (req->time / 1000),
-                         req->time % 1000)
-             - p;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
-    v->data = p;
-
-    return NGX_OK;
-}
-
-
 /* the worker goes: every connection of its pools is closed */
 
 void
@@ -1713,6 +1749,8 @@ ngx_http_replay_db_exit_process(ngx_cycle_t *cycle)
             req->queued = 0;
         }
 
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_WAITING,
+                             -(ngx_atomic_int_t) db[i]->nwaiting);
         db[i]->nwaiting = 0;
 
         while (!ngx_queue_empty(&db[i]->busy)) {
@@ -2022,6 +2060,24 @@ ngx_http_replay_db_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *prev,
     ngx_sprintf(p, "ngx_replay_%ui%Z", q->index);
 
     return NGX_CONF_OK;
+}
+
+
+/* what a request holds for its lookup, but for the row */
+
+size_t
+ngx_http_replay_db_need(ngx_http_replay_loc_conf_t *rlcf)
+{
+    ngx_http_replay_db_query_t  *q;
+
+    q = rlcf->query;
+
+    if (q == NULL) {
+        return 0;
+    }
+
+    return sizeof(ngx_http_replay_db_req_t)
+           + q->nparams * (sizeof(char *) + rlcf->key_param_max + 1);
 }
 
 

@@ -30,8 +30,8 @@ char *ngx_http_replay_key_query(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_replay_db_merge(ngx_conf_t *cf,
     ngx_http_replay_loc_conf_t *prev, ngx_http_replay_loc_conf_t *conf);
 
-/* $replay_db_time */
-ngx_int_t ngx_http_replay_db_add_variables(ngx_conf_t *cf);
+/* what a request holds for its lookup, but for the row */
+size_t ngx_http_replay_db_need(ngx_http_replay_loc_conf_t *rlcf);
 
 /* closes the worker's database connections */
 void ngx_http_replay_db_exit_process(ngx_cycle_t *cycle);

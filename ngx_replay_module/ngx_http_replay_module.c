@@ -18,18 +18,20 @@
 #include "ngx_http_replay_s3.h"
 #include "ngx_http_replay_stream.h"
 #include "ngx_http_replay_db.h"
-
-
-/* S3's own limit on a key's length */
-#define NGX_HTTP_REPLAY_MAX_KEY  1024
+#include "ngx_http_replay_memory.h"
+#include "ngx_http_replay_status.h"
 
 
 static ngx_int_t ngx_http_replay_handler(ngx_http_request_t *r);
+static void ngx_http_replay_cleanup(void *data);
 static ngx_int_t ngx_http_replay_check_key(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 static ngx_int_t ngx_http_replay_not_allowed(ngx_http_request_t *r);
+static ngx_int_t ngx_http_replay_check_headers(ngx_http_request_t *r);
 static ngx_int_t ngx_http_replay_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_replay_postconfiguration(ngx_conf_t *cf);
+static void *ngx_http_replay_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_replay_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_replay_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -148,6 +150,34 @@ static ngx_command_t  ngx_http_replay_commands[] = {
       offsetof(ngx_http_replay_loc_conf_t, key_param_max),
       NULL },
 
+    { ngx_string("replay_memory_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_replay_loc_conf_t, memory_limit),
+      NULL },
+
+    { ngx_string("replay_memory_budget"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_replay_memory_budget,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("replay_server_timing"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_replay_loc_conf_t, server_timing),
+      NULL },
+
+    { ngx_string("replay_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_replay_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -156,8 +186,8 @@ static ngx_http_module_t  ngx_http_replay_module_ctx = {
     ngx_http_replay_preconfiguration,      /* preconfiguration */
     ngx_http_replay_postconfiguration,     /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_replay_create_main_conf,      /* create main configuration */
+    ngx_http_replay_init_main_conf,        /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -186,12 +216,44 @@ ngx_module_t  ngx_http_replay_module = {
 static ngx_int_t
 ngx_http_replay_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                    rc;
-    ngx_http_replay_ctx_t       *ctx;
-    ngx_http_replay_loc_conf_t  *rlcf;
+    ngx_int_t               rc;
+    ngx_pool_cleanup_t     *cln;
+    ngx_http_replay_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_replay_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+
+    cln->handler = ngx_http_replay_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_replay_module);
+
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_IN_FLIGHT, 1);
+
+    if (ngx_http_replay_mem_add(r, ctx, sizeof(ngx_http_replay_ctx_t),
+                                "context")
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_http_replay_not_allowed(r);
+    }
+
+    /* what S3 would refuse is the client's error: 400, not S3's 502 */
+    rc = ngx_http_replay_check_headers(r);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     /* a GET's body means nothing to S3; nginx's proxy then reads none */
@@ -200,14 +262,29 @@ ngx_http_replay_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+    rc = ngx_http_replay_mem_reserve(r, ctx);
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_replay_ctx_t));
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (rc == NGX_AGAIN) {
+        /* the budget calls ngx_http_replay_start() once it has room */
+        r->main->count++;
+        return NGX_DONE;
     }
 
-    ngx_http_set_ctx(r, ctx, ngx_http_replay_module);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_replay_start(r, ctx);
+}
+
+
+ngx_int_t
+ngx_http_replay_start(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+{
+    ngx_int_t                    rc;
+    ngx_http_replay_loc_conf_t  *rlcf;
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
 
     if (rlcf->query) {
         rc = ngx_http_replay_db_lookup(r, ctx);
@@ -225,7 +302,44 @@ ngx_http_replay_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (ctx->key.len <= NGX_HTTP_REPLAY_MAX_KEY
+        && ngx_http_replay_mem_add(r, ctx, ctx->key.len, "key") != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return ngx_http_replay_check_key(r, ctx);
+}
+
+
+/* the request is over: its counters and its share of the budget */
+
+static void
+ngx_http_replay_cleanup(void *data)
+{
+    ngx_http_replay_ctx_t *ctx = data;
+
+    ngx_http_replay_mem_release(ctx->request, ctx);
+    ngx_http_replay_status_done(ctx->request, ctx);
+}
+
+
+uint64_t
+ngx_http_replay_usec(void)
+{
+#if (NGX_HAVE_CLOCK_MONOTONIC)
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+#else
+    struct timeval   tv;
+
+    ngx_gettimeofday(&tv);
+
+    return (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
+#endif
 }
 
 
@@ -283,6 +397,48 @@ ngx_http_replay_not_allowed(ngx_http_request_t *r)
 }
 
 
+/*
+ * The client's headers passed on to S3 (ngx_http_replay_stream.c) must be
+ * valid there: nginx takes control characters in a header value, but S3
+ * (any strict HTTP server) refuses the whole request, which would reach
+ * the client as a 502.
+ */
+
+static ngx_int_t
+ngx_http_replay_check_headers(ngx_http_request_t *r)
+{
+    u_char           *p, *last;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h[6];
+
+    h[0] = r->headers_in.range;
+    h[1] = r->headers_in.if_range;
+    h[2] = r->headers_in.if_match;
+    h[3] = r->headers_in.if_none_match;
+    h[4] = r->headers_in.if_modified_since;
+    h[5] = r->headers_in.if_unmodified_since;
+
+    for (i = 0; i < 6; i++) {
+        if (h[i] == NULL) {
+            continue;
+        }
+
+        last = h[i]->value.data + h[i]->value.len;
+
+        for (p = h[i]->value.data; p < last; p++) {
+            if ((*p < 0x20 && *p != '\t') || *p == 0x7f) {
+                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                              "replay: the client's \"%V\" header holds a "
+                              "control character", &h[i]->key);
+                return NGX_HTTP_BAD_REQUEST;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 ngx_table_elt_t *
 ngx_http_replay_add_header(ngx_http_request_t *r, char *key, u_char *value,
     size_t len)
@@ -326,11 +482,13 @@ ngx_http_replay_add_variables(ngx_conf_t *cf, ngx_http_variable_t *vars)
 static ngx_int_t
 ngx_http_replay_preconfiguration(ngx_conf_t *cf)
 {
-    if (ngx_http_replay_s3_add_variables(cf) != NGX_OK) {
+    if (ngx_http_replay_s3_add_variables(cf) != NGX_OK
+        || ngx_http_replay_mem_add_variables(cf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    return ngx_http_replay_db_add_variables(cf);
+    return ngx_http_replay_status_add_variables(cf);
 }
 
 
@@ -338,6 +496,47 @@ static ngx_int_t
 ngx_http_replay_postconfiguration(ngx_conf_t *cf)
 {
     return ngx_http_replay_stream_init_filters(cf);
+}
+
+
+static void *
+ngx_http_replay_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_replay_main_conf_t  *rmcf;
+
+    rmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_replay_main_conf_t));
+    if (rmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     rmcf->budget = 0;
+     *     rmcf->reserved = 0;
+     *     rmcf->nwaiting = 0;
+     *     rmcf->status = 0;
+     *     rmcf->stats = NULL;
+     */
+
+    rmcf->budget_queue = NGX_CONF_UNSET_UINT;
+    rmcf->budget_timeout = NGX_CONF_UNSET_MSEC;
+
+    ngx_queue_init(&rmcf->waiting);
+
+    return rmcf;
+}
+
+
+static char *
+ngx_http_replay_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_replay_main_conf_t *rmcf = conf;
+
+    ngx_conf_init_uint_value(rmcf->budget_queue, 128);
+    ngx_conf_init_msec_value(rmcf->budget_timeout, 3000);
+
+    return ngx_http_replay_status_init_zone(cf, rmcf);
 }
 
 
@@ -366,11 +565,14 @@ ngx_http_replay_create_loc_conf(ngx_conf_t *cf)
      *     conf->dbs = NULL;
      *     conf->host = { 0, NULL };
      *     conf->path_prefix = { 0, NULL };
+     *     conf->memory_need = 0;
      */
 
     conf->addressing = NGX_CONF_UNSET_UINT;
     conf->creds = NGX_CONF_UNSET_PTR;
     conf->buffering = NGX_CONF_UNSET;
+    conf->server_timing = NGX_CONF_UNSET;
+    conf->memory_limit = NGX_CONF_UNSET_SIZE;
     conf->redirect = NGX_CONF_UNSET_UINT;
     conf->presign_expires = NGX_CONF_UNSET;
     conf->key_param_max = NGX_CONF_UNSET_SIZE;
@@ -391,15 +593,19 @@ ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_REPLAY_PATH_STYLE);
     ngx_conf_merge_ptr_value(conf->creds, prev->creds, NULL);
     ngx_conf_merge_value(conf->buffering, prev->buffering, 0);
+    ngx_conf_merge_value(conf->server_timing, prev->server_timing, 0);
+    ngx_conf_merge_size_value(conf->memory_limit, prev->memory_limit, 0);
     ngx_conf_merge_uint_value(conf->redirect, prev->redirect, 0);
     ngx_conf_merge_sec_value(conf->presign_expires, prev->presign_expires,
                              900);
 
-    if (ngx_http_replay_db_merge(cf, prev, conf) != NGX_CONF_OK) {
+    if (ngx_http_replay_db_merge(cf, prev, conf) != NGX_CONF_OK
+        || ngx_http_replay_s3_merge(cf, conf) != NGX_CONF_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
-    return ngx_http_replay_s3_merge(cf, conf);
+    return ngx_http_replay_mem_merge(cf, conf);
 }
 
 

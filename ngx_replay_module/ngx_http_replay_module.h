@@ -23,6 +23,9 @@
 #define NGX_HTTP_REPLAY_PATH_STYLE     0
 #define NGX_HTTP_REPLAY_VIRTUAL_STYLE  1
 
+/* S3's own limit on a key's length */
+#define NGX_HTTP_REPLAY_MAX_KEY        1024
+
 
 typedef struct {
     /* replay_s3_endpoint: set only in the locations that serve replays */
@@ -44,6 +47,8 @@ typedef struct {
     void                           *dbs;             /* http level: all */
 
     ngx_flag_t                      buffering;
+    ngx_flag_t                      server_timing;
+    size_t                          memory_limit;    /* 0: none */
 
     ngx_uint_t                      redirect;        /* 0, 302 or 307 */
     time_t                          presign_expires;
@@ -51,10 +56,30 @@ typedef struct {
     /* derived at merge time */
     ngx_str_t                       host;            /* Host we sign */
     ngx_str_t                       path_prefix;     /* "/bucket/" or "/" */
+    size_t                          memory_need;     /* a request's most */
 } ngx_http_replay_loc_conf_t;
 
 
 typedef struct {
+    /* replay_memory_budget, for the requests of one worker */
+    size_t                          budget;          /* 0: none */
+    ngx_uint_t                      budget_queue;
+    ngx_msec_t                      budget_timeout;
+
+    /* the worker's own account */
+    size_t                          reserved;
+    ngx_queue_t                     waiting;
+    ngx_uint_t                      nwaiting;
+
+    /* replay_status: the counters every worker adds to, if any */
+    ngx_flag_t                      status;
+    ngx_atomic_t                   *stats;
+} ngx_http_replay_main_conf_t;
+
+
+typedef struct {
+    ngx_http_request_t             *request;
+
     ngx_str_t                       key;
     ngx_str_t                       uri;             /* path sent to S3 */
     ngx_str_t                       authorization;
@@ -69,9 +94,30 @@ typedef struct {
     ngx_uint_t                      s3_status;       /* S3's, if an error */
     ngx_buf_t                      *s3_error;        /* head of its body */
 
+    /* our memory the request holds (ngx_http_replay_memory.c) */
+    size_t                          mem;
+    size_t                          mem_peak;
+    size_t                          reserved;        /* of the budget */
+    ngx_queue_t                     queue;           /* waiting for it */
+    ngx_event_t                     wait;
+
+    /* durations in microseconds, and when the S3 request went out */
+    uint64_t                        db_time;
+    uint64_t                        sign_time;
+    uint64_t                        s3_time;
+    uint64_t                        s3_start;
+
+    ngx_uint_t                      outcome;         /* if known early */
+
     unsigned                        signed_request:1;
     unsigned                        error:1;
     unsigned                        error_done:1;
+    unsigned                        queued:1;
+    unsigned                        db_timed:1;
+    unsigned                        s3_timed:1;
+    unsigned                        timing_sent:1;
+    unsigned                        streaming:1;     /* S3's body */
+    unsigned                        last_sent:1;
 } ngx_http_replay_ctx_t;
 
 
@@ -79,10 +125,20 @@ extern ngx_module_t  ngx_http_replay_module;
 
 
 /*
+ * Resolves the key and hands the request on: what a content handler
+ * returns.  The handler calls it, or the memory budget once it has room.
+ */
+ngx_int_t ngx_http_replay_start(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx);
+
+/*
  * Called by an asynchronous lookup when it ends: rc is NGX_OK with
  * ctx->key set, or the HTTP status to answer with.
  */
 void ngx_http_replay_lookup_done(ngx_http_request_t *r, ngx_int_t rc);
+
+/* a monotonic clock, in microseconds */
+uint64_t ngx_http_replay_usec(void);
 
 /* registers a ngx_http_null_variable-terminated list */
 ngx_int_t ngx_http_replay_add_variables(ngx_conf_t *cf,

@@ -5,6 +5,7 @@
 
 
 #include "ngx_http_replay_s3.h"
+#include "ngx_http_replay_memory.h"
 
 
 #define NGX_HTTP_REPLAY_CREDS_MAX_FILE  65536
@@ -21,6 +22,9 @@ static ngx_int_t ngx_http_replay_s3_host_variable(ngx_http_request_t *r,
 static ngx_int_t ngx_http_replay_s3_redirect(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx, ngx_http_replay_loc_conf_t *rlcf,
     ngx_replay_sigv4_request_t *req);
+static size_t ngx_http_replay_s3_auth_size(ngx_http_replay_loc_conf_t *rlcf);
+static size_t ngx_http_replay_s3_url_size(ngx_http_replay_loc_conf_t *rlcf,
+    size_t uri_len);
 static char *ngx_http_replay_s3_creds_env(ngx_conf_t *cf,
     ngx_replay_sigv4_creds_t *creds);
 static char *ngx_http_replay_s3_creds_file(ngx_conf_t *cf,
@@ -337,6 +341,7 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 {
     u_char                      *p, *out;
     size_t                       len, size;
+    uint64_t                     start;
     ngx_uint_t                   n;
     ngx_http_replay_loc_conf_t  *rlcf;
     ngx_replay_sigv4_request_t   req;
@@ -346,7 +351,8 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 
     len = ngx_replay_sigv4_uri_encode(NULL, ctx->key.data, ctx->key.len, 1);
 
-    p = ngx_pnalloc(r->pool, rlcf->path_prefix.len + len);
+    p = ngx_http_replay_mem_alloc(r, ctx, rlcf->path_prefix.len + len,
+                                  "S3 path");
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -410,13 +416,14 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     req.payload_hash.data = ngx_http_replay_s3_empty_sha256.data;
     req.payload_hash.len = ngx_http_replay_s3_empty_sha256.len;
 
-    size = 256 + rlcf->creds->access_key_id.len + rlcf->creds->region.len
-           + rlcf->creds->service.len;
+    size = ngx_http_replay_s3_auth_size(rlcf);
 
-    out = ngx_pnalloc(r->pool, size);
+    out = ngx_http_replay_mem_alloc(r, ctx, size, "Authorization");
     if (out == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    start = ngx_http_replay_usec();
 
     if (ngx_replay_sigv4_sign(rlcf->creds, &req, out, size, &len)
         != NGX_REPLAY_SIGV4_OK)
@@ -425,6 +432,9 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
                       "replay: signing the S3 request failed");
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ctx->s3_start = ngx_http_replay_usec();
+    ctx->sign_time = ctx->s3_start - start;
 
     ctx->authorization.data = out;
     ctx->authorization.len = len;
@@ -438,24 +448,70 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 }
 
 
-static ngx_int_t
-ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
-    ngx_http_replay_loc_conf_t *rlcf, ngx_replay_sigv4_request_t *req)
+/*
+ * What a request may hold for its key, S3 path and signature (or
+ * presigned URL), for ngx_http_replay_mem_merge().
+ */
+
+size_t
+ngx_http_replay_s3_need(ngx_http_replay_loc_conf_t *rlcf)
 {
-    u_char            *p, *out;
-    size_t             size, len;
-    ngx_table_elt_t   *h;
+    size_t  size, uri;
+
+    size = 0;
+
+    /* a key from the database is counted with its row */
+    if (rlcf->query == NULL) {
+        size += NGX_HTTP_REPLAY_MAX_KEY;
+    }
+
+    /* each byte of the key may take three */
+    uri = rlcf->path_prefix.len + 3 * NGX_HTTP_REPLAY_MAX_KEY;
+
+    if (rlcf->redirect) {
+        return size + uri + ngx_http_replay_s3_url_size(rlcf, uri);
+    }
+
+    return size + uri + ngx_http_replay_s3_auth_size(rlcf);
+}
+
+
+static size_t
+ngx_http_replay_s3_auth_size(ngx_http_replay_loc_conf_t *rlcf)
+{
+    return 256 + rlcf->creds->access_key_id.len + rlcf->creds->region.len
+           + rlcf->creds->service.len;
+}
+
+
+/* the query's values are percent-encoded, so allow three times them */
+
+static size_t
+ngx_http_replay_s3_url_size(ngx_http_replay_loc_conf_t *rlcf, size_t uri_len)
+{
     ngx_replay_sigv4_creds_t  *creds;
 
     creds = rlcf->creds;
 
-    /* the query's values are percent-encoded, so allow three times them */
-    size = rlcf->scheme.len + sizeof("://") - 1 + rlcf->host.len
-           + ctx->uri.len + 512
+    return rlcf->scheme.len + sizeof("://") - 1 + rlcf->host.len + uri_len
+           + 512
            + 3 * (creds->access_key_id.len + creds->region.len
                   + creds->session_token.len);
+}
 
-    out = ngx_pnalloc(r->pool, size);
+
+static ngx_int_t
+ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_http_replay_loc_conf_t *rlcf, ngx_replay_sigv4_request_t *req)
+{
+    u_char           *p, *out;
+    size_t            size, len;
+    uint64_t          start;
+    ngx_table_elt_t  *h;
+
+    size = ngx_http_replay_s3_url_size(rlcf, ctx->uri.len);
+
+    out = ngx_http_replay_mem_alloc(r, ctx, size, "presigned URL");
     if (out == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -464,7 +520,9 @@ ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
     p = ngx_cpymem(p, "://", sizeof("://") - 1);
     p = ngx_cpymem(p, rlcf->host.data, rlcf->host.len);
 
-    if (ngx_replay_sigv4_presign(creds, req, rlcf->presign_expires, p,
+    start = ngx_http_replay_usec();
+
+    if (ngx_replay_sigv4_presign(rlcf->creds, req, rlcf->presign_expires, p,
                                  size - (p - out), &len)
         != NGX_REPLAY_SIGV4_OK)
     {
@@ -473,6 +531,7 @@ ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx->sign_time = ngx_http_replay_usec() - start;
     ctx->signed_request = 1;
 
     h = ngx_http_replay_add_header(r, "Location", out, (p - out) + len);
@@ -732,78 +791,41 @@ static char *
 ngx_http_replay_s3_creds_line(ngx_conf_t *cf, ngx_replay_sigv4_creds_t *creds,
     u_char *start, u_char *end, ngx_str_t *name, ngx_uint_t line)
 {
-    u_char                  *eq, *k, *kend, *v, *vend, *p;
-    ngx_replay_sigv4_str_t  *field;
+    u_char                  *p;
+    ngx_replay_sigv4_str_t   value, *field;
 
-    while (start < end && (*start == ' ' || *start == '\t')) {
-        start++;
-    }
+    /* the parsing is nginx-free, in the signer's file, for t/fuzz/ */
 
-    while (end > start
-           && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
-    {
-        end--;
-    }
+    switch (ngx_replay_sigv4_creds_line(start, end - start, &value)) {
 
-    if (start == end || *start == '#' || *start == ';') {
-        return NGX_CONF_OK;
-    }
+    case NGX_REPLAY_SIGV4_CREDS_ACCESS_KEY_ID:
+        field = &creds->access_key_id;
+        break;
 
-    if (*start == '[') {
-        if (end - start == 9 && ngx_strncmp(start, "[default]", 9) == 0) {
-            return NGX_CONF_OK;
-        }
+    case NGX_REPLAY_SIGV4_CREDS_SECRET_ACCESS_KEY:
+        field = &creds->secret_access_key;
+        break;
 
+    case NGX_REPLAY_SIGV4_CREDS_SESSION_TOKEN:
+        field = &creds->session_token;
+        break;
+
+    case NGX_REPLAY_SIGV4_CREDS_PROFILE:
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "credentials file \"%V\", line %ui: only the "
                            "\"[default]\" profile is read", name, line);
         return NGX_CONF_ERROR;
-    }
 
-    eq = ngx_strlchr(start, end, '=');
-    if (eq == NULL) {
+    case NGX_REPLAY_SIGV4_CREDS_NO_EQUALS:
         /* the line's text may be a secret: it is not repeated */
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "credentials file \"%V\", line %ui: "
                            "\"name = value\" expected", name, line);
         return NGX_CONF_ERROR;
-    }
 
-    k = start;
-    kend = eq;
-    while (kend > k && (kend[-1] == ' ' || kend[-1] == '\t')) {
-        kend--;
-    }
-
-    v = eq + 1;
-    vend = end;
-    while (v < vend && (*v == ' ' || *v == '\t')) {
-        v++;
-    }
-
-    if (kend - k > 4 && ngx_strncasecmp(k, (u_char *) "aws_", 4) == 0) {
-        k += 4;
-    }
-
-#define ngx_http_replay_key_is(s)                                             \
-    ((size_t) (kend - k) == sizeof(s) - 1                                     \
-     && ngx_strncasecmp(k, (u_char *) s, sizeof(s) - 1) == 0)
-
-    if (ngx_http_replay_key_is("access_key_id")) {
-        field = &creds->access_key_id;
-
-    } else if (ngx_http_replay_key_is("secret_access_key")) {
-        field = &creds->secret_access_key;
-
-    } else if (ngx_http_replay_key_is("session_token")) {
-        field = &creds->session_token;
-
-    } else {
-        /* other keys of ~/.aws/credentials (region, ...) are not ours */
+    default: /* NGX_REPLAY_SIGV4_CREDS_SKIP: blank, comment, other keys */
         return NGX_CONF_OK;
     }
-
-#undef ngx_http_replay_key_is
 
     if (field->len) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -812,21 +834,21 @@ ngx_http_replay_s3_creds_line(ngx_conf_t *cf, ngx_replay_sigv4_creds_t *creds,
         return NGX_CONF_ERROR;
     }
 
-    if (v == vend) {
+    if (value.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "credentials file \"%V\", line %ui: "
                            "empty value", name, line);
         return NGX_CONF_ERROR;
     }
 
-    p = ngx_pnalloc(cf->pool, vend - v);
+    p = ngx_pnalloc(cf->pool, value.len);
     if (p == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    ngx_memcpy(p, v, vend - v);
+    ngx_memcpy(p, value.data, value.len);
     field->data = p;
-    field->len = vend - v;
+    field->len = value.len;
 
     return NGX_CONF_OK;
 }

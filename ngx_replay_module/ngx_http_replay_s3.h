@@ -35,5 +35,8 @@ char *ngx_http_replay_s3_merge(ngx_conf_t *cf,
 ngx_int_t ngx_http_replay_s3_send(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 
+/* the most a request holds for its key, S3 path and signature */
+size_t ngx_http_replay_s3_need(ngx_http_replay_loc_conf_t *rlcf);
+
 
 #endif /* _NGX_HTTP_REPLAY_S3_H_INCLUDED_ */

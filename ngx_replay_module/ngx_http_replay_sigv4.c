@@ -1243,7 +1243,8 @@ ngx_replay_sigv4_src_is(const ngx_replay_sigv4_src_t *src, const char *lower)
     for ( ;; ) {
         c = ngx_replay_sigv4_iter_byte(&it);
 
-        if (c < 0 || c != (unsigned char) *lower) {
+        /* a decoded NUL must not match the terminator and read past it */
+        if (c < 0 || *lower == '\0' || c != (unsigned char) *lower) {
             return c < 0 && *lower == '\0';
         }
 
@@ -1306,4 +1307,104 @@ ngx_replay_sigv4_hex(unsigned char *dst, const unsigned char *src,
         *dst++ = ngx_replay_sigv4_hex_lower[*src >> 4];
         *dst++ = ngx_replay_sigv4_hex_lower[*src++ & 0xf];
     }
+}
+
+
+/*
+ * One line of a credentials file (see ngx_http_replay_sigv4.h); the same
+ * rules as the AWS CLI's for the keys the signer uses.
+ */
+
+#define ngx_replay_sigv4_blank(c)  ((c) == ' ' || (c) == '\t')
+
+int
+ngx_replay_sigv4_creds_line(const unsigned char *line, size_t len,
+    ngx_replay_sigv4_str_t *value)
+{
+    size_t                i, j, n;
+    const unsigned char  *p, *end, *eq, *k, *kend, *v;
+
+    static const struct {
+        const char       *name;
+        int               field;
+    } keys[] = {
+        { "access_key_id", NGX_REPLAY_SIGV4_CREDS_ACCESS_KEY_ID },
+        { "secret_access_key", NGX_REPLAY_SIGV4_CREDS_SECRET_ACCESS_KEY },
+        { "session_token", NGX_REPLAY_SIGV4_CREDS_SESSION_TOKEN }
+    };
+
+    value->data = NULL;
+    value->len = 0;
+
+    p = line;
+    end = line + len;
+
+    while (p < end && ngx_replay_sigv4_blank(*p)) {
+        p++;
+    }
+
+    while (end > p && (ngx_replay_sigv4_blank(end[-1]) || end[-1] == '\r')) {
+        end--;
+    }
+
+    if (p == end || *p == '#' || *p == ';') {
+        return NGX_REPLAY_SIGV4_CREDS_SKIP;
+    }
+
+    if (*p == '[') {
+        return ((size_t) (end - p) == sizeof("[default]") - 1
+                && memcmp(p, "[default]", sizeof("[default]") - 1) == 0)
+               ? NGX_REPLAY_SIGV4_CREDS_SKIP : NGX_REPLAY_SIGV4_CREDS_PROFILE;
+    }
+
+    eq = memchr(p, '=', (size_t) (end - p));
+    if (eq == NULL) {
+        return NGX_REPLAY_SIGV4_CREDS_NO_EQUALS;
+    }
+
+    k = p;
+    kend = eq;
+
+    while (kend > k && ngx_replay_sigv4_blank(kend[-1])) {
+        kend--;
+    }
+
+    v = eq + 1;
+
+    while (v < end && ngx_replay_sigv4_blank(*v)) {
+        v++;
+    }
+
+    if (kend - k > 4
+        && ngx_replay_sigv4_lower(k[0]) == 'a'
+        && ngx_replay_sigv4_lower(k[1]) == 'w'
+        && ngx_replay_sigv4_lower(k[2]) == 's'
+        && k[3] == '_')
+    {
+        k += 4;
+    }
+
+    n = (size_t) (kend - k);
+
+    for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (n != strlen(keys[i].name)) {
+            continue;
+        }
+
+        for (j = 0; j < n; j++) {
+            if (ngx_replay_sigv4_lower(k[j]) != keys[i].name[j]) {
+                break;
+            }
+        }
+
+        if (j == n) {
+            value->data = v;
+            value->len = (size_t) (end - v);
+            return keys[i].field;
+        }
+    }
+
+    /* other keys of ~/.aws/credentials (region, ...) are not the signer's */
+
+    return NGX_REPLAY_SIGV4_CREDS_SKIP;
 }

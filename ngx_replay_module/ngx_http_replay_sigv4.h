@@ -164,4 +164,26 @@ int ngx_replay_sigv4_presign(ngx_replay_sigv4_creds_t *creds,
     unsigned char *out, size_t size, size_t *out_len);
 
 
+/*
+ * One line of a credentials file in the format of ~/.aws/credentials,
+ * without its "\n": blanks (space, tab) around it, around the key and
+ * before the value, and a trailing "\r", are ignored; "#" and ";" start
+ * a comment line; "[default]" is the only profile header allowed; an
+ * "aws_" prefix of a key is optional and keys match case-insensitively.
+ * Returns one of the codes below; for a key the signer uses, *value is
+ * its value, pointing into the line (possibly empty).  No allocation, no
+ * NUL termination needed: the parser the module and t/fuzz/ share.
+ */
+
+#define NGX_REPLAY_SIGV4_CREDS_SKIP                0  /* nothing for us */
+#define NGX_REPLAY_SIGV4_CREDS_ACCESS_KEY_ID       1
+#define NGX_REPLAY_SIGV4_CREDS_SECRET_ACCESS_KEY   2
+#define NGX_REPLAY_SIGV4_CREDS_SESSION_TOKEN       3
+#define NGX_REPLAY_SIGV4_CREDS_PROFILE            -1  /* not [default] */
+#define NGX_REPLAY_SIGV4_CREDS_NO_EQUALS          -2  /* not "name = value" */
+
+int ngx_replay_sigv4_creds_line(const unsigned char *line, size_t len,
+    ngx_replay_sigv4_str_t *value);
+
+
 #endif /* _NGX_HTTP_REPLAY_SIGV4_H_INCLUDED_ */

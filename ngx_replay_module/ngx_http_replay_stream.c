@@ -15,9 +15,8 @@
 
 
 #include "ngx_http_replay_stream.h"
-
-
-#define NGX_HTTP_REPLAY_S3_ERROR_HEAD  1024
+#include "ngx_http_replay_memory.h"
+#include "ngx_http_replay_status.h"
 
 
 extern ngx_module_t  ngx_http_proxy_module;
@@ -32,6 +31,8 @@ static ngx_int_t ngx_http_replay_set_type(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 static ngx_int_t ngx_http_replay_send_error(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
+static void ngx_http_replay_clear_headers(ngx_http_request_t *r);
+static ngx_int_t ngx_http_replay_refuse(ngx_http_request_t *r);
 static void ngx_http_replay_log_s3_error(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 
@@ -253,6 +254,47 @@ ngx_http_replay_proxy_directive(ngx_conf_t *cf, char *name, ngx_uint_t nargs,
 }
 
 
+size_t
+ngx_http_replay_stream_need(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf,
+    ngx_str_t *text)
+{
+    u_char                    *p;
+    size_t                     size;
+    ngx_uint_t                 buffered;
+    ngx_http_upstream_conf_t  *ucf;
+
+    text->len = 0;
+
+    if (rlcf->redirect) {
+        return 0;
+    }
+
+    /* the proxy module's merge has run: its values are final */
+    ucf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_proxy_module);
+
+    buffered = (rlcf->buffering || ucf->store > 0);
+
+#if (NGX_HTTP_CACHE)
+    buffered = (buffered || ucf->cache > 0);
+#endif
+
+    size = ucf->buffer_size;
+    p = ngx_sprintf(text->data, "proxy_buffer_size %uz + ", ucf->buffer_size);
+
+    if (buffered) {
+        size += ucf->bufs.num * ucf->bufs.size;
+        p = ngx_sprintf(p, "proxy_buffers %i x %uz (%s) + ",
+                        ucf->bufs.num, ucf->bufs.size,
+                        rlcf->buffering ? "replay_buffering on"
+                                        : "proxy_cache or proxy_store");
+    }
+
+    text->len = p - text->data;
+
+    return size;
+}
+
+
 ngx_int_t
 ngx_http_replay_stream_init_filters(ngx_conf_t *cf)
 {
@@ -269,21 +311,37 @@ ngx_http_replay_stream_init_filters(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_replay_header_filter(ngx_http_request_t *r)
 {
-    ngx_uint_t               i, status;
-    ngx_list_part_t         *part;
-    ngx_table_elt_t         *h;
+    size_t                       size;
+    ngx_uint_t                   i, status;
+    ngx_list_part_t             *part;
+    ngx_table_elt_t             *h;
     ngx_http_upstream_t         *u;
     ngx_http_replay_ctx_t       *ctx;
     ngx_http_replay_loc_conf_t  *rlcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+
+    if (ctx == NULL || r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
     u = r->upstream;
 
     /* only S3's own answers: not nginx's errors, not our error page */
-    if (ctx == NULL || !ctx->signed_request || r != r->main || u == NULL
-        || ctx->error || u->headers_in.status_n != r->headers_out.status)
+    if (!ctx->signed_request || u == NULL || ctx->error
+        || u->headers_in.status_n != r->headers_out.status)
     {
+        if (ngx_http_replay_server_timing(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         return ngx_http_next_header_filter(r);
+    }
+
+    status = r->headers_out.status;
+
+    if (!r->cached) {
+        ngx_http_replay_status_s3(r, ctx, status);
     }
 
     part = &r->headers_out.headers.part;
@@ -322,12 +380,28 @@ ngx_http_replay_header_filter(ngx_http_request_t *r)
         u->buffering = 0;
     }
 
-    status = r->headers_out.status;
+    /*
+     * The response header came in u->buffer; buffered, the pipe adds
+     * proxy_buffers as it needs them, counted whole here.
+     */
+    size = u->conf->buffer_size;
+
+    if (u->buffering) {
+        size += u->conf->bufs.num * u->conf->bufs.size;
+    }
+
+    if (ngx_http_replay_mem_add(r, ctx, size, "proxy buffers") != NGX_OK) {
+        return ngx_http_replay_refuse(r);
+    }
 
     if (status < NGX_HTTP_BAD_REQUEST) {
-        if (ngx_http_replay_set_type(r, ctx) != NGX_OK) {
-            return NGX_ERROR;
+        if (ngx_http_replay_set_type(r, ctx) != NGX_OK
+            || ngx_http_replay_server_timing(r, ctx) != NGX_OK)
+        {
+            return ngx_http_replay_refuse(r);
         }
+
+        ctx->streaming = 1;
 
         return ngx_http_next_header_filter(r);
     }
@@ -341,15 +415,32 @@ ngx_http_replay_header_filter(ngx_http_request_t *r)
     ctx->error = 1;
     ctx->s3_status = status;
 
+    if (status == NGX_HTTP_NOT_FOUND) {
+        ctx->outcome = NGX_HTTP_REPLAY_NOT_FOUND;
+
+    } else if (status == NGX_HTTP_RANGE_NOT_SATISFIABLE) {
+        ctx->outcome = NGX_HTTP_REPLAY_BAD_REQUEST;
+
+    } else {
+        ctx->outcome = NGX_HTTP_REPLAY_S3_ERROR;
+    }
+
     /* a HEAD answer has no body to wait for */
     if (r->header_only || r->method == NGX_HTTP_HEAD) {
         ngx_http_replay_log_s3_error(r, ctx);
         return ngx_http_replay_send_error(r, ctx);
     }
 
+    if (ngx_http_replay_mem_add(r, ctx, NGX_HTTP_REPLAY_S3_ERROR_HEAD,
+                                "S3 error head")
+        != NGX_OK)
+    {
+        return ngx_http_replay_refuse(r);
+    }
+
     ctx->s3_error = ngx_create_temp_buf(r->pool, NGX_HTTP_REPLAY_S3_ERROR_HEAD);
     if (ctx->s3_error == NULL) {
-        return NGX_ERROR;
+        return ngx_http_replay_refuse(r);
     }
 
     return NGX_OK;
@@ -359,7 +450,7 @@ ngx_http_replay_header_filter(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_replay_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    size_t                   n;
+    off_t                    n;
     ngx_buf_t               *b, *err;
     ngx_uint_t               last;
     ngx_chain_t             *cl, out;
@@ -367,7 +458,28 @@ ngx_http_replay_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
 
-    if (ctx == NULL || ctx->s3_error == NULL || ctx->error_done) {
+    if (ctx == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->s3_error == NULL || ctx->error_done) {
+
+        /* a body that ends, and what of S3's it carries */
+
+        n = 0;
+
+        for (cl = in; cl; cl = cl->next) {
+            n += ngx_buf_size(cl->buf);
+
+            if (cl->buf->last_buf) {
+                ctx->last_sent = 1;
+            }
+        }
+
+        if (ctx->streaming && n) {
+            ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_SENT_BYTES, n);
+        }
+
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -378,8 +490,7 @@ ngx_http_replay_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         b = cl->buf;
 
         if (!b->in_file) {
-            n = ngx_min((size_t) (b->last - b->pos),
-                        (size_t) (err->end - err->last));
+            n = ngx_min(b->last - b->pos, err->end - err->last);
             err->last = ngx_cpymem(err->last, b->pos, n);
         }
 
@@ -451,12 +562,9 @@ ngx_http_replay_set_type(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
      * could end the quoted string replaced, and the exact name in UTF-8
      */
 
-    len = sizeof("attachment; filename=\"\"; filename*=UTF-8''") - 1
-          + ctx->file_name.len
-          + ngx_replay_sigv4_uri_encode(NULL, ctx->file_name.data,
-                                        ctx->file_name.len, 0);
+    len = ngx_http_replay_stream_disposition_len(&ctx->file_name);
 
-    p = ngx_pnalloc(r->pool, len);
+    p = ngx_http_replay_mem_alloc(r, ctx, len, "Content-Disposition");
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -487,6 +595,16 @@ ngx_http_replay_set_type(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 }
 
 
+size_t
+ngx_http_replay_stream_disposition_len(ngx_str_t *file_name)
+{
+    return sizeof("attachment; filename=\"\"; filename*=UTF-8''") - 1
+           + file_name->len
+           + ngx_replay_sigv4_uri_encode(NULL, file_name->data,
+                                         file_name->len, 0);
+}
+
+
 /*
  * Sends the header of the error the client sees: 404 and 416 as S3 said,
  * every other S3 error as 502.  The body is the status line in plain text.
@@ -503,9 +621,28 @@ ngx_http_replay_send_error(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
         r->headers_out.status = NGX_HTTP_BAD_GATEWAY;
     }
 
+    /* S3's headers describe its XML, not this answer */
+    ngx_http_replay_clear_headers(r);
+
+    /* no body: the status says it all, the log says why */
+    r->headers_out.content_length_n = 0;
+    r->allow_ranges = 0;
+
+    if (ngx_http_replay_server_timing(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_next_header_filter(r);
+
+    return rc;
+}
+
+
+static void
+ngx_http_replay_clear_headers(ngx_http_request_t *r)
+{
     r->headers_out.status_line.len = 0;
 
-    /* S3's headers describe its XML, not this answer */
     r->headers_out.headers.part.nelts = 0;
     r->headers_out.headers.part.next = NULL;
     r->headers_out.headers.last = &r->headers_out.headers.part;
@@ -527,15 +664,20 @@ ngx_http_replay_send_error(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     r->headers_out.cache_control.nelts = 0;
     r->headers_out.link.nelts = 0;
     r->headers_out.content_encoding = NULL;
+}
 
-    r->headers_out.content_length_n = 0;
 
-    /* no body: the status says it all, the log says why */
-    r->allow_ranges = 0;
+/*
+ * What S3 answered cannot be passed on: memory (or the limit) failed
+ * before anything was sent, so nginx's own 500 goes out instead.
+ */
 
-    rc = ngx_http_next_header_filter(r);
+static ngx_int_t
+ngx_http_replay_refuse(ngx_http_request_t *r)
+{
+    ngx_http_replay_clear_headers(r);
 
-    return rc;
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
 
 

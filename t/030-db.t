@@ -5,10 +5,6 @@ use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use ReplayTest;
 
-use File::Temp ();
-use IO::Socket::INET ();
-use POSIX ();
-
 # Blocks without a configuration run on the first block's: the same
 # nginx, whose pools carry over; under valgrind, where nginx is restarted
 # for every block, an equal one.
@@ -36,77 +32,10 @@ no_shuffle();
 run_tests();
 
 
-# One GET over HTTP/1.0; the raw response.
-sub http_get {
-    my ($path) = @_;
-
-    my $sock;
-
-    # nginx may still be starting (under valgrind it takes a while)
-    for (1 .. 100) {
-        $sock = IO::Socket::INET->new(
-            PeerAddr => '127.0.0.1',
-            PeerPort => $Test::Nginx::Util::ServerPortForClient,
-            Timeout  => 20,
-        );
-        last if $sock;
-        select undef, undef, undef, 0.1;
-    }
-
-    return "connect failed: $!" unless $sock;
-
-    print $sock "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
-
-    local $/;
-    my $resp = <$sock>;
-    close $sock;
-
-    return defined $resp ? $resp : '';
-}
-
 # GETs every path at once, each from its own process; the responses as
 # [status, headers, body], in the order of the paths.
 sub get_concurrently {
-    my @paths = @_;
-
-    my $dir = File::Temp::tempdir(CLEANUP => 1);
-    my @pids;
-
-    for my $i (0 .. $#paths) {
-        my $pid = fork;
-        die "fork: $!" unless defined $pid;
-
-        if ($pid == 0) {
-            my $resp = http_get($paths[$i]);
-            if (open my $fh, '>:raw', "$dir/$i") {
-                print $fh $resp;
-                close $fh;
-            }
-            # no END blocks here: they would stop nginx
-            POSIX::_exit(0);
-        }
-
-        push @pids, $pid;
-    }
-
-    waitpid $_, 0 for @pids;
-
-    my @out;
-
-    for my $i (0 .. $#paths) {
-        my $resp = '';
-        if (open my $fh, '<:raw', "$dir/$i") {
-            local $/;
-            $resp = <$fh>;
-            close $fh;
-        }
-
-        my ($head, $body) = split /\r\n\r\n/, $resp, 2;
-        my ($status) = ($head // '') =~ m{^HTTP/\d\.\d (\d+)};
-        push @out, [$status // 0, $head // '', $body // ''];
-    }
-
-    return @out;
+    return ReplayTest::get_concurrently([@_]);
 }
 
 # How many lines of the PostgreSQL server log (log_statement = all) hold
@@ -531,7 +460,7 @@ replay db: request gone, connection goes on
 
 === TEST 27: PostgreSQL restarts: the pool notices, no reload needed
 --- init
-main::http_get('/game/1') for 1 .. 2;
+ReplayTest::get_concurrently(['/game/1']) for 1 .. 2;
 system("$ENV{TEST_NGINX_PG_CTL} restart >/dev/null 2>&1") == 0
     or die "pg restart failed\n";
 --- request eval

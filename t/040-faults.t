@@ -237,3 +237,28 @@ GET /s3
 ReplayTest::fixture('big/1mib.bin')
 --- response_headers
 Content-Length: 1048576
+
+
+
+=== TEST 12: a forwarded header with a control character is the client's 400, S3 never asked
+(S3, like any strict HTTP server, would refuse the whole request: a 502)
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:19991;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- tcp_listen: 19991
+--- tcp_reply eval
+"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+--- request eval
+["GET /s3", "GET /s3"]
+--- more_headers eval
+["Range: bytes=0-1\x01\x7f", "If-None-Match: \"x\x1b[31m\""]
+--- error_code eval
+[400, 400]
+--- error_log eval
+qr/replay: the client's "(Range|If-None-Match)" header holds a control character/
+--- no_error_log
+upstream

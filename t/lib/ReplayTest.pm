@@ -24,13 +24,6 @@ sub import {
             @list = grep { length } split /\n/, $nel;
         }
 
-        # under valgrind nginx runs without t/bin/nginx, so its startup
-        # errors reach only stderr, which Test::Nginx does not read: a
-        # must_die block then checks only that nginx refuses to start
-        if (defined $block->must_die && $ENV{TEST_NGINX_USE_VALGRIND}) {
-            $block->set_value('error_log', undef);
-        }
-
         push @list, '[alert]', '[crit]';
         push @list, '[emerg]' unless defined $block->must_die;
 
@@ -87,6 +80,120 @@ sub curl_get {
 sub etag {
     require Digest::MD5;
     return '"' . Digest::MD5::md5_hex(fixture(@_)) . '"';
+}
+
+# GETs every path at once, each from a process of its own, over HTTP/1.0.
+# Returns [status, head, body] per path, in their order; with
+# discard => 1 the body is counted, not kept: [status, head, length].
+# While the clients run, "poll" (a sub) is called every 20 ms.
+sub get_concurrently {
+    my ($paths, %opt) = @_;
+
+    require File::Temp;
+    require POSIX;
+    require Time::HiRes;
+
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    my @pids;
+
+    for my $i (0 .. $#$paths) {
+        my $pid = fork;
+        die "fork: $!" unless defined $pid;
+
+        if ($pid == 0) {
+            my ($head, $body, $len) = _get($paths->[$i], $opt{discard});
+            if (open my $fh, '>:raw', "$dir/$i") {
+                print $fh $opt{discard} ? "$len\n$head" : "$head\r\n\r\n$body";
+                close $fh;
+            }
+            # no END blocks here: they would stop nginx
+            POSIX::_exit(0);
+        }
+
+        push @pids, $pid;
+    }
+
+    my %left = map { $_ => 1 } @pids;
+
+    while (%left) {
+        for my $pid (keys %left) {
+            delete $left{$pid} if waitpid($pid, POSIX::WNOHANG()) != 0;
+        }
+        $opt{poll}->() if $opt{poll};
+        Time::HiRes::sleep(0.02) if %left;
+    }
+
+    my @out;
+
+    for my $i (0 .. $#$paths) {
+        my $resp = '';
+        if (open my $fh, '<:raw', "$dir/$i") {
+            local $/;
+            $resp = <$fh> // '';
+            close $fh;
+        }
+
+        my ($head, $body);
+
+        if ($opt{discard}) {
+            ($body, $head) = split /\n/, $resp, 2;
+        } else {
+            ($head, $body) = split /\r\n\r\n/, $resp, 2;
+        }
+
+        my ($status) = ($head // '') =~ m{^HTTP/\d\.\d (\d+)};
+        push @out, [$status // 0, $head // '', $body // ''];
+    }
+
+    return @out;
+}
+
+# One GET: the head, and the body or, with $discard, its length.
+sub _get {
+    my ($path, $discard) = @_;
+
+    require IO::Socket::INET;
+
+    my $sock;
+
+    # nginx may still be starting (under valgrind it takes a while)
+    for (1 .. 100) {
+        $sock = IO::Socket::INET->new(
+            PeerAddr => '127.0.0.1',
+            PeerPort => $Test::Nginx::Util::ServerPortForClient,
+            Timeout  => 20,
+        );
+        last if $sock;
+        select undef, undef, undef, 0.1;
+    }
+
+    return ("connect failed: $!", '', 0) unless $sock;
+
+    binmode $sock;
+    print $sock "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
+
+    my ($buf, $head, $body, $len) = ('', undef, '', 0);
+
+    while (sysread $sock, my $chunk, 65536) {
+        if (defined $head) {
+            $len += length $chunk;
+            $body .= $chunk unless $discard;
+            next;
+        }
+
+        $buf .= $chunk;
+        my $end = index $buf, "\r\n\r\n";
+        next if $end < 0;
+
+        $head = substr $buf, 0, $end;
+        $body = substr $buf, $end + 4;
+        $len = length $body;
+        $body = '' if $discard;
+    }
+
+    close $sock;
+
+    return (defined $head ? $head : $buf, $body, $len);
 }
 
 1;
