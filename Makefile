@@ -4,6 +4,11 @@
 #   make test       build, start PostgreSQL and S3 in a temp dir, run t/
 #   make demo       build, start everything in demo/run/, print the URLs
 #   make demo-stop  stop the demo
+#   make test-reliability  faults and load against a master/worker nginx
+#   make test-asan  the suite with the module built with ASan + UBSan
+#   make fuzz       the libFuzzer targets of t/fuzz/, FUZZ_SECONDS each
+#   make bench      measure against proxy_pass and a fetch-whole proxy,
+#                   write docs/benchmarks.md (bench/run; not part of test)
 
 SHELL        := /bin/bash
 NGINX_SRC    ?= /usr/share/nginx/src
@@ -18,7 +23,9 @@ UNIT_CFLAGS  := -O1 -g $(WARN) -Ingx_replay_module
 UNIT_LIBS    := -lcrypto
 
 .PHONY: all module unit sigv4-driver test test-valgrind prove deps \
-        demo demo-stop clean
+        demo demo-stop clean test-reliability asan-module test-asan \
+        test-reliability-asan fuzz fuzz-build fuzz-replay reliability-deps \
+        bench
 
 all: module
 
@@ -27,7 +34,7 @@ module: $(MODULE)
 # nginx's configure is run once, in a copy of Debian's nginx-dev tree, with
 # the flags Debian built /usr/sbin/nginx with, so that the .so is
 # binary-compatible with it (--with-compat).
-$(NGX_BUILD)/Makefile: config
+$(NGX_BUILD)/objs/Makefile: config
 	@test -d $(NGINX_SRC) || { echo "no $(NGINX_SRC): install nginx-dev" >&2; exit 1; }
 	rm -rf $(NGX_BUILD)
 	mkdir -p $(BUILD)
@@ -38,7 +45,7 @@ $(NGX_BUILD)/Makefile: config
 	        --with-ld-opt="$(EXTRA_LD_OPT)" \
 	        --add-dynamic-module=$(CURDIR) > $(BUILD)/configure.log
 
-$(MODULE): $(NGX_BUILD)/Makefile $(SOURCES)
+$(MODULE): $(NGX_BUILD)/objs/Makefile $(SOURCES)
 	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
 	@# a running nginx maps the old file: replace it, never write into it
 	cp $(NGX_BUILD)/objs/ngx_http_replay_module.so $@.tmp
@@ -55,9 +62,25 @@ $(BUILD)/sigv4_driver: t/unit/sigv4_driver.c ngx_replay_module/ngx_http_replay_s
 
 sigv4-driver: $(BUILD)/sigv4_driver
 
-unit: $(BUILD)/sigv4_test $(BUILD)/sigv4_driver
+unit: $(BUILD)/sigv4_test $(BUILD)/sigv4_driver fuzz-replay
 	$(BUILD)/sigv4_test
 	sh t/unit/driver_test.sh $(BUILD)/sigv4_driver
+
+# The fuzz targets' seed corpora and the inputs that once crashed them
+# (t/fuzz/regressions/TARGET/), replayed without libFuzzer by the plain cc.
+FUZZ_TARGETS := uri_encode sign creds
+FUZZ_REPLAY  := $(FUZZ_TARGETS:%=$(BUILD)/fuzz-replay/%)
+
+$(BUILD)/fuzz-replay/%: t/fuzz/%.c t/fuzz/replay.c t/fuzz/fuzz.h ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
+	@mkdir -p $(BUILD)/fuzz-replay
+	$(CC) $(UNIT_CFLAGS) -It/fuzz -o $@ $< t/fuzz/replay.c ngx_replay_module/ngx_http_replay_sigv4.c $(UNIT_LIBS)
+
+fuzz-replay: $(FUZZ_REPLAY)
+	@for t in $(FUZZ_TARGETS); do \
+	    $(BUILD)/fuzz-replay/$$t t/fuzz/corpus/$$t \
+	        $$(test -d t/fuzz/regressions/$$t && echo t/fuzz/regressions/$$t) \
+	        || exit 1; \
+	done
 
 # what the tests and the demo need from Debian and npm
 deps:
@@ -70,6 +93,63 @@ test: module unit
 
 test-valgrind: module unit
 	TEST_NGINX_USE_VALGRIND=1 bash t/services/run-suite $(TEST_FILES)
+
+# What these need beyond `make deps` (clang, libFuzzer, the sanitizer
+# runtimes); `make test` does not.
+reliability-deps: deps
+	bash t/reliability/deps
+
+# Faults and load against nginx in master/worker mode: PostgreSQL and S3
+# killed under load, a stalling origin, 1,000 aborted downloads, reloads,
+# 20,000 mixed requests, bad input (t/reliability/run; about 2 minutes).
+# SCENARIOS="mix pg" runs some only.
+test-reliability: reliability-deps module
+	REL_MODULE=$(MODULE) bash t/reliability/run $(SCENARIOS)
+
+# The module built with AddressSanitizer and UndefinedBehaviorSanitizer in
+# a build dir of its own, loaded by the stock nginx with the ASan runtime
+# preloaded; any sanitizer report fails the run (t/asan/run).
+ASAN_BUILD   ?= $(BUILD)/asan
+ASAN_CFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -g
+ASAN_LDFLAGS := -fsanitize=address,undefined
+
+asan-module:
+	$(MAKE) BUILD=$(ASAN_BUILD) EXTRA_CC_OPT="$(ASAN_CFLAGS)" \
+	    EXTRA_LD_OPT="$(ASAN_LDFLAGS)" module
+
+$(ASAN_BUILD)/sigv4_test: t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
+	@mkdir -p $(ASAN_BUILD)
+	$(CC) $(UNIT_CFLAGS) $(ASAN_CFLAGS) -fno-sanitize-recover=all -o $@ t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_sigv4.c $(UNIT_LIBS)
+
+test-asan: reliability-deps asan-module unit $(ASAN_BUILD)/sigv4_test
+	ASAN_OPTIONS=detect_leaks=1 $(ASAN_BUILD)/sigv4_test
+	bash t/asan/run $(ASAN_BUILD)/ngx_http_replay_module.so $(TEST_FILES)
+
+# the reliability scenarios with the ASan module (RSS checks loosened)
+test-reliability-asan: reliability-deps asan-module
+	REL_ASAN=1 REL_MODULE=$(ASAN_BUILD)/ngx_http_replay_module.so \
+	    bash t/reliability/run $(SCENARIOS)
+
+# libFuzzer targets (clang): each runs FUZZ_SECONDS on a copy of its seed
+# corpus after replaying its regressions; then nginx -t on generated
+# configurations with the ASan module (t/fuzz/run).
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined $(WARN) -Ingx_replay_module -It/fuzz
+
+$(BUILD)/fuzz/%: t/fuzz/%.c t/fuzz/fuzz.h ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
+	@mkdir -p $(BUILD)/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< ngx_replay_module/ngx_http_replay_sigv4.c $(UNIT_LIBS)
+
+fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+
+fuzz: reliability-deps fuzz-build asan-module
+	bash t/fuzz/run $(FUZZ_SECONDS) $(BUILD)/fuzz $(ASAN_BUILD)/ngx_http_replay_module.so
+
+# The benchmark (about 10 minutes, root): it builds what it needs itself.
+bench: module
+	bash bench/run
 
 demo: module
 	bash demo/demo start
