@@ -21,7 +21,9 @@
 #include "ngx_http_replay_memory.h"
 #include "ngx_http_replay_stream.h"
 #include "ngx_http_replay_status.h"
+#include "ngx_http_replay_cache.h"
 
+#include <ngx_md5.h>
 #include <libpq-fe.h>
 #include <openssl/ssl.h>
 
@@ -70,6 +72,9 @@ typedef struct {
     char                         *sql;
     ngx_http_complex_value_t     *params;
     ngx_uint_t                    nparams;
+
+    /* of the connection string and the SQL: its replay_key_cache keys */
+    u_char                        ident[16];
 } ngx_http_replay_db_query_t;
 
 
@@ -83,6 +88,7 @@ typedef struct {
     ngx_queue_t                   queue;        /* in db->waiting */
     ngx_event_t                   wait;         /* queue_timeout */
     const char                  **values;
+    ngx_str_t                     cache_key;    /* len 0: no key cache */
     uint64_t                      start;        /* microseconds */
     ngx_int_t                     rc;
 
@@ -137,7 +143,7 @@ static void ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc,
 static void ngx_http_replay_db_row(ngx_http_replay_db_conn_t *pgc,
     PGresult *res);
 static ngx_int_t ngx_http_replay_db_copy(ngx_http_request_t *r,
-    ngx_str_t *dst, PGresult *res, int col);
+    ngx_http_replay_ctx_t *ctx, ngx_str_t *dst, ngx_str_t *src);
 static void ngx_http_replay_db_end_of_command(
     ngx_http_replay_db_conn_t *pgc);
 static void ngx_http_replay_db_release(ngx_http_replay_db_conn_t *pgc);
@@ -155,6 +161,8 @@ static void ngx_http_replay_db_finish(ngx_http_replay_db_req_t *req,
     ngx_int_t rc);
 static ngx_int_t ngx_http_replay_db_end(ngx_http_replay_db_req_t *req,
     ngx_int_t rc);
+static ngx_int_t ngx_http_replay_db_cache_get(ngx_http_replay_db_req_t *req,
+    ngx_http_replay_ctx_t *ctx);
 static void ngx_http_replay_db_cleanup(void *data);
 static ngx_log_t *ngx_http_replay_db_log(ngx_http_replay_db_req_t *req);
 static void ngx_http_replay_db_notice(void *arg, const char *message);
@@ -259,6 +267,14 @@ ngx_http_replay_db_lookup(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
         p[v.len] = '\0';
 
         req->values[i] = (const char *) p;
+    }
+
+    if (rlcf->key_cache) {
+        rc = ngx_http_replay_db_cache_get(req, ctx);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
@@ -1004,9 +1020,7 @@ static void
 ngx_http_replay_db_row(ngx_http_replay_db_conn_t *pgc, PGresult *res)
 {
     int                     n;
-    u_char                 *p, *last;
-    size_t                  size;
-    ngx_str_t               type, name;
+    ngx_str_t               key, type, name;
     ngx_http_request_t     *r;
     ngx_http_replay_ctx_t  *ctx;
 
@@ -1034,92 +1048,92 @@ ngx_http_replay_db_row(ngx_http_replay_db_conn_t *pgc, PGresult *res)
         return;
     }
 
-    /* the row's copies, and the Content-Disposition its file name makes */
+    /* libpq gives a NULL as an empty string */
 
-    size = PQgetlength(res, 0, 0);
+    key.data = (u_char *) PQgetvalue(res, 0, 0);
+    key.len = PQgetlength(res, 0, 0);
+
+    ngx_str_null(&type);
+    ngx_str_null(&name);
 
     if (n > 1) {
-        size += PQgetlength(res, 0, 1);
+        type.data = (u_char *) PQgetvalue(res, 0, 1);
+        type.len = PQgetlength(res, 0, 1);
     }
 
-    if (n > 2 && PQgetlength(res, 0, 2) > 0) {
+    if (n > 2) {
         name.data = (u_char *) PQgetvalue(res, 0, 2);
         name.len = PQgetlength(res, 0, 2);
-
-        size += name.len + ngx_http_replay_stream_disposition_len(&name);
     }
 
-    if (ngx_http_replay_mem_row(r, ctx, size) != NGX_OK) {
-        pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return;
-    }
-
-    if (ngx_http_replay_db_copy(r, &ctx->key, res, 0) != NGX_OK) {
-        pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return;
-    }
-
-    if (n > 1) {
-        if (ngx_http_replay_db_copy(r, &type, res, 1) != NGX_OK) {
-            pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
-            return;
-        }
-
-        /* it becomes a header line: nothing may end the line early */
-
-        last = type.data + type.len;
-
-        for (p = type.data; p < last; p++) {
-            if (*p < 0x20 || *p == 0x7f) {
-                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                              "replay: the key query returned a "
-                              "Content-Type with control characters, "
-                              "ignored");
-                type.len = 0;
-                break;
-            }
-        }
-
-        ctx->content_type = type;
-    }
-
-    if (n > 2
-        && ngx_http_replay_db_copy(r, &ctx->file_name, res, 2) != NGX_OK)
-    {
+    if (ngx_http_replay_db_set_row(r, ctx, &key, &type, &name) != NGX_OK) {
         pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 }
 
 
-static ngx_int_t
-ngx_http_replay_db_copy(ngx_http_request_t *r, ngx_str_t *dst,
-    PGresult *res, int col)
+ngx_int_t
+ngx_http_replay_db_set_row(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_str_t *key, ngx_str_t *type, ngx_str_t *name)
 {
-    size_t                  len;
-    ngx_http_replay_ctx_t  *ctx;
+    u_char  *p, *last;
+    size_t   size;
 
-    dst->len = 0;
-    dst->data = NULL;
+    /* the row's copies, and the Content-Disposition its file name makes */
 
-    if (PQgetisnull(res, 0, col)) {
+    size = key->len + type->len;
+
+    if (name->len) {
+        size += name->len + ngx_http_replay_stream_disposition_len(name);
+    }
+
+    if (ngx_http_replay_mem_row(r, ctx, size) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_replay_db_copy(r, ctx, &ctx->key, key) != NGX_OK
+        || ngx_http_replay_db_copy(r, ctx, &ctx->content_type, type)
+           != NGX_OK
+        || ngx_http_replay_db_copy(r, ctx, &ctx->file_name, name) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the type becomes a header line: nothing may end the line early */
+
+    last = ctx->content_type.data + ctx->content_type.len;
+
+    for (p = ctx->content_type.data; p < last; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "replay: the key query returned a "
+                          "Content-Type with control characters, "
+                          "ignored");
+            ctx->content_type.len = 0;
+            break;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_replay_db_copy(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_str_t *dst, ngx_str_t *src)
+{
+    if (src->len == 0) {
+        ngx_str_null(dst);
         return NGX_OK;
     }
 
-    len = PQgetlength(res, 0, col);
-
-    if (len == 0) {
-        return NGX_OK;
-    }
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
-
-    dst->data = ngx_http_replay_mem_alloc(r, ctx, len, "database row");
+    dst->data = ngx_http_replay_mem_alloc(r, ctx, src->len, "database row");
     if (dst->data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(dst->data, PQgetvalue(res, 0, col), len);
-    dst->len = len;
+    ngx_memcpy(dst->data, src->data, src->len);
+    dst->len = src->len;
 
     return NGX_OK;
 }
@@ -1529,6 +1543,10 @@ ngx_http_replay_db_end(ngx_http_replay_db_req_t *req, ngx_int_t rc)
                    "replay db: lookup done: %i, %uL us", rc, ctx->db_time);
 
     if (rc == NGX_OK) {
+        if (req->cache_key.len) {
+            ngx_http_replay_cache_put(r, ctx, &req->cache_key);
+        }
+
         return rc;
     }
 
@@ -1560,6 +1578,68 @@ ngx_http_replay_db_end(ngx_http_replay_db_req_t *req, ngx_int_t rc)
     }
 
     return rc;
+}
+
+
+/*
+ * The request's replay_key_cache key: the query's identity, then each
+ * value and its NUL.  NGX_OK: the cache had the row; NGX_DECLINED: the
+ * database is to be asked, and req->cache_key keeps its answer.
+ */
+
+static ngx_int_t
+ngx_http_replay_db_cache_get(ngx_http_replay_db_req_t *req,
+    ngx_http_replay_ctx_t *ctx)
+{
+    u_char                      *p;
+    size_t                       len;
+    uint64_t                     start;
+    ngx_int_t                    rc;
+    ngx_uint_t                   i;
+    ngx_http_request_t          *r;
+    ngx_http_replay_db_query_t  *q;
+
+    r = req->request;
+    q = req->query;
+
+    len = sizeof(q->ident);
+
+    for (i = 0; i < q->nparams; i++) {
+        len += ngx_strlen(req->values[i]) + 1;
+    }
+
+    p = ngx_http_replay_mem_alloc(r, ctx, len, "key cache key");
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    req->cache_key.data = p;
+    req->cache_key.len = len;
+
+    p = ngx_cpymem(p, q->ident, sizeof(q->ident));
+
+    for (i = 0; i < q->nparams; i++) {
+        p = ngx_cpymem(p, req->values[i], ngx_strlen(req->values[i]) + 1);
+    }
+
+    start = ngx_http_replay_usec();
+
+    rc = ngx_http_replay_cache_get(r, ctx, &req->cache_key);
+
+    if (rc == NGX_DECLINED) {
+        return NGX_DECLINED;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* $replay_db_time: the time the answer took, from the cache */
+
+    ctx->db_time = ngx_http_replay_usec() - start;
+    ctx->db_timed = 1;
+
+    return NGX_OK;
 }
 
 
@@ -2009,6 +2089,7 @@ ngx_http_replay_db_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *prev,
     ngx_http_replay_loc_conf_t *conf)
 {
     u_char                      *p;
+    ngx_md5_t                    md5;
     ngx_http_replay_db_t        *db;
     ngx_http_replay_db_query_t  *q;
 
@@ -2057,6 +2138,13 @@ ngx_http_replay_db_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *prev,
     q->index = db->nqueries++;
     q->name = (char *) p;
 
+    /* the connection string with its NUL, then the query */
+
+    ngx_md5_init(&md5);
+    ngx_md5_update(&md5, db->values[1], ngx_strlen(db->values[1]) + 1);
+    ngx_md5_update(&md5, q->sql, ngx_strlen(q->sql));
+    ngx_md5_final(q->ident, &md5);
+
     ngx_sprintf(p, "ngx_replay_%ui%Z", q->index);
 
     return NGX_CONF_OK;
@@ -2076,8 +2164,13 @@ ngx_http_replay_db_need(ngx_http_replay_loc_conf_t *rlcf)
         return 0;
     }
 
+    /* the values, bound, and again in the key cache's key */
+
     return sizeof(ngx_http_replay_db_req_t)
-           + q->nparams * (sizeof(char *) + rlcf->key_param_max + 1);
+           + q->nparams * (sizeof(char *) + rlcf->key_param_max + 1)
+           + (rlcf->key_cache ? sizeof(q->ident)
+                                + q->nparams * (rlcf->key_param_max + 1)
+                              : 0);
 }
 
 

@@ -21,6 +21,15 @@
 ngx_int_t ngx_http_replay_db_lookup(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 
+/*
+ * Gives the request its row: copies of the key, the Content-Type and the
+ * file name (empty strings for none), counted against its memory limit.
+ * For ngx_http_replay_cache.c too.
+ */
+ngx_int_t ngx_http_replay_db_set_row(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx, ngx_str_t *key, ngx_str_t *type,
+    ngx_str_t *name);
+
 /* the replay_db and replay_key_query directives */
 char *ngx_http_replay_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_http_replay_key_query(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -20,6 +20,7 @@
 #include "ngx_http_replay_db.h"
 #include "ngx_http_replay_memory.h"
 #include "ngx_http_replay_status.h"
+#include "ngx_http_replay_cache.h"
 
 
 static ngx_int_t ngx_http_replay_handler(ngx_http_request_t *r);
@@ -139,6 +140,13 @@ static ngx_command_t  ngx_http_replay_commands[] = {
     { ngx_string("replay_key_query"),
       NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
       ngx_http_replay_key_query,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("replay_key_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_replay_key_cache,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -295,7 +303,12 @@ ngx_http_replay_start(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
             return NGX_DONE;
         }
 
-        return rc;
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        /* answered at once, from replay_key_cache */
+        return ngx_http_replay_check_key(r, ctx);
     }
 
     if (ngx_http_complex_value(r, rlcf->key, &ctx->key) != NGX_OK) {
@@ -483,7 +496,8 @@ static ngx_int_t
 ngx_http_replay_preconfiguration(ngx_conf_t *cf)
 {
     if (ngx_http_replay_s3_add_variables(cf) != NGX_OK
-        || ngx_http_replay_mem_add_variables(cf) != NGX_OK)
+        || ngx_http_replay_mem_add_variables(cf) != NGX_OK
+        || ngx_http_replay_cache_add_variables(cf) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -576,6 +590,7 @@ ngx_http_replay_create_loc_conf(ngx_conf_t *cf)
     conf->redirect = NGX_CONF_UNSET_UINT;
     conf->presign_expires = NGX_CONF_UNSET;
     conf->key_param_max = NGX_CONF_UNSET_SIZE;
+    conf->key_cache = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -598,6 +613,13 @@ ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->redirect, prev->redirect, 0);
     ngx_conf_merge_sec_value(conf->presign_expires, prev->presign_expires,
                              900);
+
+    /* the zone and its lifetime come from one directive: both or none */
+    if (conf->key_cache == NGX_CONF_UNSET_PTR) {
+        conf->key_cache = (prev->key_cache == NGX_CONF_UNSET_PTR)
+                          ? NULL : prev->key_cache;
+        conf->key_cache_valid = prev->key_cache_valid;
+    }
 
     if (ngx_http_replay_db_merge(cf, prev, conf) != NGX_CONF_OK
         || ngx_http_replay_s3_merge(cf, conf) != NGX_CONF_OK)

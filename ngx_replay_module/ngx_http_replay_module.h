@@ -46,6 +46,10 @@ typedef struct {
     size_t                          key_param_max;
     void                           *dbs;             /* http level: all */
 
+    /* replay_key_cache (ngx_http_replay_cache.c): its zone, or NULL */
+    ngx_shm_zone_t                 *key_cache;
+    time_t                          key_cache_valid;
+
     ngx_flag_t                      buffering;
     ngx_flag_t                      server_timing;
     size_t                          memory_limit;    /* 0: none */
@@ -108,6 +112,7 @@ typedef struct {
     uint64_t                        s3_start;
 
     ngx_uint_t                      outcome;         /* if known early */
+    ngx_uint_t                      key_cache;       /* MISS, HIT, ... */
 
     unsigned                        signed_request:1;
     unsigned                        error:1;

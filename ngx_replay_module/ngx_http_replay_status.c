@@ -55,6 +55,10 @@ static char  *ngx_http_replay_classes[] = {
     "1xx", "2xx", "3xx", "4xx", "5xx", NULL
 };
 
+static char  *ngx_http_replay_cache_results[] = {
+    "hit", "miss", NULL
+};
+
 static char  *ngx_http_replay_rejects[] = {
     "queue_full", "timeout", NULL
 };
@@ -129,6 +133,10 @@ static ngx_http_replay_metric_t  ngx_http_replay_metrics[] = {
     { ngx_string("replay_db_query_timeouts_total"), "counter",
       "Key queries that took longer than query_timeout.",
       NULL, NULL, NGX_HTTP_REPLAY_ST_DB_QUERY_TIMEOUTS },
+
+    { ngx_string("replay_key_cache_lookups_total"), "counter",
+      "Lookups in replay_key_cache, by result (an expired entry is a miss).",
+      "result", ngx_http_replay_cache_results, NGX_HTTP_REPLAY_ST_KEY_CACHE },
 
     { ngx_string("replay_s3_responses_total"), "counter",
       "Response headers from S3, by status class.",

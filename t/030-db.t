@@ -38,35 +38,6 @@ sub get_concurrently {
     return ReplayTest::get_concurrently([@_]);
 }
 
-# How many lines of the PostgreSQL server log (log_statement = all) hold
-# a string.
-sub pg_log_count {
-    my ($s) = @_;
-
-    open my $fh, '<', $ENV{TEST_NGINX_PG_LOG}
-        or die "$ENV{TEST_NGINX_PG_LOG}: $!";
-
-    my $n = 0;
-    while (<$fh>) {
-        $n++ if index($_, $s) >= 0;
-    }
-
-    close $fh;
-    return $n;
-}
-
-sub psql {
-    my ($sql) = @_;
-
-    my $cmd = join ' ', $ENV{TEST_NGINX_PSQL}, '-X', '-At',
-                  '-h', $ENV{TEST_NGINX_PG_HOST}, '-p', $ENV{TEST_NGINX_PG_PORT},
-                  '-U', $ENV{TEST_NGINX_PG_USER}, '-d', $ENV{TEST_NGINX_PG_DB};
-
-    my $out = `$cmd -c "$sql" 2>&1`;
-    chomp $out;
-    return $out;
-}
-
 
 __DATA__
 
@@ -233,7 +204,7 @@ is 257 bytes long, replay_key_param_max_length is 256
 
 === TEST 8: the database saw no query from the refused requests above
 --- init
-Test::More::is(main::pg_log_count('t030-never-run'), 0,
+Test::More::is(ReplayTest::pg_log_count('t030-never-run'), 0,
                'TEST 8: the refused requests sent no query');
 --- request
 GET /control?id=1
@@ -244,7 +215,7 @@ ReplayTest::fixture('games/1/replay.bin')
 
 === TEST 9: ... while the same kind of query does show in the log
 --- init
-Test::More::ok(main::pg_log_count('t030-control-run') > 0,
+Test::More::ok(ReplayTest::pg_log_count('t030-control-run') > 0,
                'TEST 9: the statement log does record executed queries');
 --- request
 GET /plain
@@ -283,7 +254,7 @@ replay: the database rejected a parameter: ERROR: invalid byte sequence for enco
 
 === TEST 12: the table is intact
 --- init
-Test::More::is(main::psql('SELECT count(*) > 10 FROM games'), 't',
+Test::More::is(ReplayTest::psql('SELECT count(*) > 10 FROM games'), 't',
                'TEST 12: games is still there');
 --- request
 GET /game/2

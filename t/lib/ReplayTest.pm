@@ -76,6 +76,36 @@ sub curl_get {
     return ($code, defined $body ? $body : '');
 }
 
+# Runs SQL with psql on the suite's PostgreSQL; its output, chomped.
+sub psql {
+    my ($sql) = @_;
+
+    my $cmd = join ' ', $ENV{TEST_NGINX_PSQL}, '-X', '-At',
+                  '-h', $ENV{TEST_NGINX_PG_HOST}, '-p', $ENV{TEST_NGINX_PG_PORT},
+                  '-U', $ENV{TEST_NGINX_PG_USER}, '-d', $ENV{TEST_NGINX_PG_DB};
+
+    my $out = `$cmd -c "$sql" 2>&1`;
+    chomp $out;
+    return $out;
+}
+
+# How many lines of the PostgreSQL server log (log_statement = all) hold
+# a string.
+sub pg_log_count {
+    my ($s) = @_;
+
+    open my $fh, '<', $ENV{TEST_NGINX_PG_LOG}
+        or die "$ENV{TEST_NGINX_PG_LOG}: $!";
+
+    my $n = 0;
+    while (<$fh>) {
+        $n++ if index($_, $s) >= 0;
+    }
+
+    close $fh;
+    return $n;
+}
+
 # The ETag S3 gives an object uploaded in one piece: its quoted MD5.
 sub etag {
     require Digest::MD5;

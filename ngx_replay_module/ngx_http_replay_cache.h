@@ -1,0 +1,42 @@
+
+/*
+ * The key cache: what replay_key_query answered, kept in a shared memory
+ * zone for all workers, so that a replay asked for again skips the
+ * database until its entry expires.
+ */
+
+
+#ifndef _NGX_HTTP_REPLAY_CACHE_H_INCLUDED_
+#define _NGX_HTTP_REPLAY_CACHE_H_INCLUDED_
+
+
+#include "ngx_http_replay_module.h"
+
+
+/* ctx->key_cache: what the cache said for the request */
+#define NGX_HTTP_REPLAY_CACHE_MISS     1
+#define NGX_HTTP_REPLAY_CACHE_HIT      2
+#define NGX_HTTP_REPLAY_CACHE_EXPIRED  3
+
+
+/*
+ * Looks ckey up.  NGX_OK: ctx->key, content_type and file_name are set
+ * from the entry; NGX_DECLINED: not there (or expired); NGX_ERROR: the
+ * request cannot hold the entry (logged).
+ */
+ngx_int_t ngx_http_replay_cache_get(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx, ngx_str_t *ckey);
+
+/* keeps ctx's key, content_type and file_name under ckey */
+void ngx_http_replay_cache_put(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx, ngx_str_t *ckey);
+
+/* "replay_key_cache NAME:SIZE [valid=TIME]" or "replay_key_cache off" */
+char *ngx_http_replay_key_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/* $replay_key_cache */
+ngx_int_t ngx_http_replay_cache_add_variables(ngx_conf_t *cf);
+
+
+#endif /* _NGX_HTTP_REPLAY_CACHE_H_INCLUDED_ */
