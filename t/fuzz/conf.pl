@@ -9,7 +9,8 @@
 # quoted names, comments and dollar quotes), a credentials file
 # (replay_s3_credentials file=), replay_db's connection string and
 # parameters, replay_s3_endpoint, _bucket, _region, _addressing,
-# replay_redirect, replay_presign_expires, replay_key_param_max_length.
+# replay_redirect, replay_presign_expires, replay_key_param_max_length,
+# replay_key_cache.
 #
 # Invariants: nginx exits 0 ("test is successful") or 1 with an [emerg]
 # line, never on a signal; no sanitizer report; and where a reference
@@ -240,11 +241,12 @@ my %ok_value = (
     maxlen     => '256',
     db         => '"host=127.0.0.1 port=9 dbname=replay user=replay"',
     creds      => 'env',
+    cache      => 'keys:1m valid=10m',
 );
 
 # the two with a reference more often
 my @FUZZED = qw(sql sql sql creds creds creds db endpoint bucket region
-                addressing redirect expires maxlen);
+                addressing redirect expires maxlen cache);
 
 sub generate {
     my %v = %ok_value;
@@ -298,6 +300,12 @@ sub generate {
     $v{redirect} = quote(pick('on', 'off', '302', '307', '301', '', noise(4))) if $f{redirect};
     $v{expires} = quote(pick('0', '1s', '7d', '8d', '604801', '-1', '1y', noise(4))) if $f{expires};
     $v{maxlen} = quote(pick('0', '1', '1k', '1g', '-1', noise(4))) if $f{maxlen};
+    $v{cache} = join ' ', quote(pick('keys', 'replay_status', ':', '', noise(6))
+                                . pick(':', '') . pick('32k', '1m', '4k', '0',
+                                       '-1', '1g', '', noise(4))),
+                map { pick('valid=', 'inactive=', '') . pick('1s', '0', '-1',
+                      '10m', '1y', noise(4)) } 1 .. int rand 3
+        if $f{cache};
 
     my $values = join ' ', map { "\$arg_v$_" } 1 .. $nvalues;
     my $q = quote($sql);
@@ -324,6 +332,7 @@ http {
         replay_redirect $v{redirect};
         replay_presign_expires $v{expires};
         replay_key_param_max_length $v{maxlen};
+        replay_key_cache $v{cache};
         location /q {
             replay_s3_endpoint $v{endpoint};
             replay_key_query $q $values;
