@@ -193,6 +193,13 @@ http {
             replay_key_query    "$q" \$game_id;
         }
 
+        # the same lookup through replay_key_cache
+        location ~ ^/cached/(.*)\$ {
+            replay_s3_endpoint  $s3;
+            replay_key_query    "$q" \$1;
+            replay_key_cache    rel_keys:4m valid=10m;
+        }
+
         # a lookup that takes a while, to abort during it
         location ~ ^/slow/(\\d+)\$ {
             replay_s3_endpoint  $s3;
@@ -1155,6 +1162,64 @@ sub scenario_pg_restart {
        . $WORKERS * $POOL . ")");
 }
 
+# PostgreSQL stopped: the ids replay_key_cache holds are still served,
+# under load; an id it does not hold is a 503; after a start, all is well
+sub scenario_cache {
+    my $name = 'key cache, PostgreSQL stopped';
+    my $mark = log_mark();
+    my $ctl = $E{TEST_NGINX_PG_CTL};
+    my @ids = small_valid();
+    my ($i, @bad, %status);
+
+    my $load = sub {
+        my ($rounds) = @_;
+        $i = 0;
+        Load::run(
+            concurrency => 20,
+            keepalive   => 1,
+            next => sub {
+                return undef if $i >= @ids * $rounds;
+                my $id = $ids[$i++ % @ids];
+                return { path => "/cached/$id", id => $id };
+            },
+            done => sub {
+                my ($spec, $res) = @_;
+                $status{ $res->{status} }++;
+                my $why = good_response($spec->{id}, $res);
+                push @bad, "id $spec->{id}: $why" if $why;
+            },
+        );
+    };
+
+    $load->(1);
+    ok(!@bad, "$name: every id once through the cache, the database up",
+       @bad[0 .. ($#bad > 9 ? 9 : $#bad)]);
+
+    ok(system("$ctl stop >/dev/null 2>&1") == 0, "$name: pgctl stop");
+
+    @bad = ();
+    %status = ();
+    $load->(20);
+    ok(!@bad, "$name: " . 20 * @ids . " requests for cached ids, all served "
+       . "with their bytes while the database was down (" . summary_of(\%status)
+       . ")", @bad[0 .. ($#bad > 9 ? 9 : $#bad)]);
+
+    my @gone;
+    Load::run(
+        concurrency => 1,
+        keepalive   => 0,
+        next => sub { return @gone ? undef : { path => '/cached/999999' } },
+        done => sub { push @gone, $_[1] },
+    );
+    ok(@gone && !$gone[0]{error} && $gone[0]{status} == 503,
+       "$name: an id the cache does not hold is a 503",
+       @gone ? "status $gone[0]{status}" : 'no response');
+
+    ok(system("$ctl start >/dev/null 2>&1") == 0, "$name: pgctl start");
+
+    health($name, $mark);
+}
+
 sub scenario_s3_restart {
     my $ctl = $E{TEST_NGINX_S3_CTL};
     my $pidf = "$E{TEST_NGINX_SERVICES_DIR}/s3.pid";
@@ -1266,9 +1331,10 @@ my %SCENARIOS = (
     stall      => \&scenario_stall,
     s3         => \&scenario_s3_restart,
     pg         => \&scenario_pg_restart,
+    cache      => \&scenario_cache,
     reload     => \&scenario_reload,
 );
-my @ORDER = qw(mix bad_input aborts stall s3 pg reload);
+my @ORDER = qw(mix bad_input aborts stall s3 pg cache reload);
 
 my @run = @ARGV ? @ARGV : @ORDER;
 
