@@ -87,8 +87,8 @@ typedef struct {
     ngx_http_replay_db_conn_t    *conn;         /* serving it, if any */
     ngx_queue_t                   queue;        /* in db->waiting */
     ngx_event_t                   wait;         /* queue_timeout */
-    const char                  **values;
-    ngx_str_t                     cache_key;    /* len 0: no key cache */
+    const char                  **values;       /* in params */
+    ngx_str_t                     params;       /* the key cache's key */
     uint64_t                      start;        /* microseconds */
     ngx_int_t                     rc;
 
@@ -97,6 +97,7 @@ typedef struct {
     unsigned                      queued:1;
     unsigned                      sync:1;
     unsigned                      done:1;
+    unsigned                      cache:1;      /* to keep its answer */
 } ngx_http_replay_db_req_t;
 
 
@@ -193,8 +194,9 @@ ngx_int_t
 ngx_http_replay_db_lookup(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 {
     u_char                      *p;
+    size_t                       len;
     ngx_int_t                    rc;
-    ngx_str_t                    v;
+    ngx_str_t                   *v;
     ngx_uint_t                   i;
     ngx_pool_cleanup_t          *cln;
     ngx_http_replay_db_req_t    *req;
@@ -204,23 +206,24 @@ ngx_http_replay_db_lookup(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
     q = rlcf->query;
 
-    if (ngx_http_replay_mem_add(r, ctx, sizeof(ngx_http_replay_db_req_t)
-                                        + q->nparams * sizeof(char *),
-                                "database request")
-        != NGX_OK)
-    {
+    /* the request's state, the values' pointers, the values as evaluated */
+
+    len = sizeof(ngx_http_replay_db_req_t)
+          + q->nparams * (sizeof(char *) + sizeof(ngx_str_t));
+
+    if (ngx_http_replay_mem_add(r, ctx, len, "database request") != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    req = ngx_pcalloc(r->pool, sizeof(ngx_http_replay_db_req_t));
+    /* aligned: ngx_http_replay_mem_alloc() is for strings */
+
+    req = ngx_pcalloc(r->pool, len);
     if (req == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    req->values = ngx_palloc(r->pool, q->nparams * sizeof(char *));
-    if (req->values == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    req->values = (const char **) (req + 1);
+    v = (ngx_str_t *) (req->values + q->nparams);
 
     req->request = r;
     req->query = q;
@@ -228,45 +231,60 @@ ngx_http_replay_db_lookup(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 
     /* bad values are answered here, the database never sees them */
 
+    len = sizeof(q->ident);
+
     for (i = 0; i < q->nparams; i++) {
 
-        if (ngx_http_complex_value(r, &q->params[i], &v) != NGX_OK) {
+        if (ngx_http_complex_value(r, &q->params[i], &v[i]) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        if (v.len == 0) {
+        if (v[i].len == 0) {
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "replay: empty parameter %ui of replay_key_query",
                           i + 1);
             return NGX_HTTP_BAD_REQUEST;
         }
 
-        if (v.len > rlcf->key_param_max) {
+        if (v[i].len > rlcf->key_param_max) {
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "replay: parameter %ui of replay_key_query is "
                           "%uz bytes long, replay_key_param_max_length "
-                          "is %uz", i + 1, v.len, rlcf->key_param_max);
+                          "is %uz", i + 1, v[i].len, rlcf->key_param_max);
             return NGX_HTTP_BAD_REQUEST;
         }
 
         /* libpq takes text parameters as C strings */
 
-        if (ngx_strlchr(v.data, v.data + v.len, '\0') != NULL) {
+        if (ngx_strlchr(v[i].data, v[i].data + v[i].len, '\0') != NULL) {
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "replay: parameter %ui of replay_key_query "
                           "holds a NUL byte", i + 1);
             return NGX_HTTP_BAD_REQUEST;
         }
 
-        p = ngx_http_replay_mem_alloc(r, ctx, v.len + 1, "query parameter");
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+        len += v[i].len + 1;
+    }
 
-        ngx_memcpy(p, v.data, v.len);
-        p[v.len] = '\0';
+    /*
+     * One buffer: the query's identity, then each value and its NUL.  The
+     * values are libpq's C strings, the whole is the replay_key_cache key.
+     */
 
+    p = ngx_http_replay_mem_alloc(r, ctx, len, "query parameters");
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    req->params.data = p;
+    req->params.len = len;
+
+    p = ngx_cpymem(p, q->ident, sizeof(q->ident));
+
+    for (i = 0; i < q->nparams; i++) {
         req->values[i] = (const char *) p;
+        p = ngx_cpymem(p, v[i].data, v[i].len);
+        *p++ = '\0';
     }
 
     if (rlcf->key_cache) {
@@ -1543,8 +1561,8 @@ ngx_http_replay_db_end(ngx_http_replay_db_req_t *req, ngx_int_t rc)
                    "replay db: lookup done: %i, %uL us", rc, ctx->db_time);
 
     if (rc == NGX_OK) {
-        if (req->cache_key.len) {
-            ngx_http_replay_cache_put(r, ctx, &req->cache_key);
+        if (req->cache) {
+            ngx_http_replay_cache_put(r, ctx, &req->params);
         }
 
         return rc;
@@ -1582,51 +1600,24 @@ ngx_http_replay_db_end(ngx_http_replay_db_req_t *req, ngx_int_t rc)
 
 
 /*
- * The request's replay_key_cache key: the query's identity, then each
- * value and its NUL.  NGX_OK: the cache had the row; NGX_DECLINED: the
- * database is to be asked, and req->cache_key keeps its answer.
+ * Looks the request's values up in replay_key_cache.  NGX_OK: the cache
+ * had the row; NGX_DECLINED: the database is to be asked, and its answer
+ * is kept (ngx_http_replay_db_end()).
  */
 
 static ngx_int_t
 ngx_http_replay_db_cache_get(ngx_http_replay_db_req_t *req,
     ngx_http_replay_ctx_t *ctx)
 {
-    u_char                      *p;
-    size_t                       len;
-    uint64_t                     start;
-    ngx_int_t                    rc;
-    ngx_uint_t                   i;
-    ngx_http_request_t          *r;
-    ngx_http_replay_db_query_t  *q;
-
-    r = req->request;
-    q = req->query;
-
-    len = sizeof(q->ident);
-
-    for (i = 0; i < q->nparams; i++) {
-        len += ngx_strlen(req->values[i]) + 1;
-    }
-
-    p = ngx_http_replay_mem_alloc(r, ctx, len, "key cache key");
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    req->cache_key.data = p;
-    req->cache_key.len = len;
-
-    p = ngx_cpymem(p, q->ident, sizeof(q->ident));
-
-    for (i = 0; i < q->nparams; i++) {
-        p = ngx_cpymem(p, req->values[i], ngx_strlen(req->values[i]) + 1);
-    }
+    uint64_t   start;
+    ngx_int_t  rc;
 
     start = ngx_http_replay_usec();
 
-    rc = ngx_http_replay_cache_get(r, ctx, &req->cache_key);
+    rc = ngx_http_replay_cache_get(req->request, ctx, &req->params);
 
     if (rc == NGX_DECLINED) {
+        req->cache = 1;
         return NGX_DECLINED;
     }
 
@@ -2164,13 +2155,10 @@ ngx_http_replay_db_need(ngx_http_replay_loc_conf_t *rlcf)
         return 0;
     }
 
-    /* the values, bound, and again in the key cache's key */
-
     return sizeof(ngx_http_replay_db_req_t)
-           + q->nparams * (sizeof(char *) + rlcf->key_param_max + 1)
-           + (rlcf->key_cache ? sizeof(q->ident)
-                                + q->nparams * (rlcf->key_param_max + 1)
-                              : 0);
+           + q->nparams * (sizeof(char *) + sizeof(ngx_str_t)
+                           + rlcf->key_param_max + 1)
+           + sizeof(q->ident);
 }
 
 

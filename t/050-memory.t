@@ -228,7 +228,8 @@ Content-Disposition: attachment; filename="game-1.replay"; filename*=UTF-8''game
 --- error_log eval
 [
     "for database request",
-    "replay: memory +2 for query parameter",
+    # the query's 16-byte identity, then "1" and its NUL
+    "replay: memory +18 for query parameters",
     "replay: memory +18 for database row",
     "replay: memory +24 for database row",
     "replay: memory +13 for database row",
