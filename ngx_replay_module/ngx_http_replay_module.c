@@ -17,7 +17,7 @@
 #include "ngx_http_replay_module.h"
 #include "ngx_http_replay_s3.h"
 #include "ngx_http_replay_stream.h"
-#include "ngx_http_replay_db.h"
+#include "ngx_http_replay_lookup.h"
 #include "ngx_http_replay_memory.h"
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_cache.h"
@@ -25,6 +25,10 @@
 
 static ngx_int_t ngx_http_replay_handler(ngx_http_request_t *r);
 static void ngx_http_replay_cleanup(void *data);
+static void ngx_http_replay_lookup_done(ngx_http_request_t *r, void *data,
+    ngx_int_t rc);
+static ngx_int_t ngx_http_replay_retry_after(ngx_http_request_t *r,
+    ngx_int_t rc);
 static ngx_int_t ngx_http_replay_check_key(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 static ngx_int_t ngx_http_replay_not_allowed(ngx_http_request_t *r);
@@ -295,16 +299,19 @@ ngx_http_replay_start(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
 
     if (rlcf->query) {
-        rc = ngx_http_replay_db_lookup(r, ctx);
+        rc = ngx_http_replay_lookup_start(r, ctx,
+                                          ngx_http_replay_lookup_done, NULL);
 
         if (rc == NGX_AGAIN) {
             /* ngx_http_replay_lookup_done() goes on from here */
             r->main->count++;
+            r->read_event_handler = ngx_http_test_reading;
+            r->write_event_handler = ngx_http_request_empty_handler;
             return NGX_DONE;
         }
 
         if (rc != NGX_OK) {
-            return rc;
+            return ngx_http_replay_retry_after(r, rc);
         }
 
         /* answered at once, from replay_key_cache */
@@ -356,8 +363,8 @@ ngx_http_replay_usec(void)
 }
 
 
-void
-ngx_http_replay_lookup_done(ngx_http_request_t *r, ngx_int_t rc)
+static void
+ngx_http_replay_lookup_done(ngx_http_request_t *r, void *data, ngx_int_t rc)
 {
     ngx_connection_t       *c;
     ngx_http_replay_ctx_t  *ctx;
@@ -367,10 +374,29 @@ ngx_http_replay_lookup_done(ngx_http_request_t *r, ngx_int_t rc)
 
     if (rc == NGX_OK) {
         rc = ngx_http_replay_check_key(r, ctx);
+
+    } else {
+        rc = ngx_http_replay_retry_after(r, rc);
     }
 
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
+}
+
+
+/* a busy or absent database: worth trying again shortly */
+
+static ngx_int_t
+ngx_http_replay_retry_after(ngx_http_request_t *r, ngx_int_t rc)
+{
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE
+        && ngx_http_replay_add_header(r, "Retry-After", (u_char *) "1", 1)
+           == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return rc;
 }
 
 

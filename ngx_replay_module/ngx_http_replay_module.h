@@ -136,12 +136,6 @@ extern ngx_module_t  ngx_http_replay_module;
 ngx_int_t ngx_http_replay_start(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 
-/*
- * Called by an asynchronous lookup when it ends: rc is NGX_OK with
- * ctx->key set, or the HTTP status to answer with.
- */
-void ngx_http_replay_lookup_done(ngx_http_request_t *r, ngx_int_t rc);
-
 /* a monotonic clock, in microseconds */
 uint64_t ngx_http_replay_usec(void);
 
