@@ -185,6 +185,7 @@ struct ngx_http_replay_db_conn_s {
     unsigned                      flushing:1;
     unsigned                      resend:1;      /* as unnamed statement */
     unsigned                      answered:1;    /* the job has its answer */
+    unsigned                      over:1;        /* the cancelled query */
 };
 
 

@@ -75,6 +75,8 @@ static void ngx_http_replay_db_notice(void *arg, const char *message);
 static ngx_uint_t ngx_http_replay_db_sqlstate(PGresult *res,
     const char **states);
 #if (NGX_THREADS)
+static void ngx_http_replay_db_cancel_read(ngx_http_replay_db_conn_t *pgc,
+    ngx_uint_t write);
 static void ngx_http_replay_db_cancel_thread(void *data, ngx_log_t *log);
 static void ngx_http_replay_db_cancel_done(ngx_event_t *ev);
 #endif
@@ -497,6 +499,18 @@ ngx_http_replay_db_conn_send(ngx_http_replay_db_conn_t *pgc,
 
     ngx_http_replay_db_conn_attach(pgc, job);
 
+    /*
+     * A pooled connection whose server has gone may not have said so to
+     * the event loop yet: a read now tells, before anything is sent.
+     */
+
+    if (pgc->state == NGX_HTTP_REPLAY_DB_IDLE
+        && (ngx_http_replay_db_consume(pgc->pg) != NGX_OK
+            || PQstatus(pgc->pg) != CONNECTION_OK))
+    {
+        goto failed;
+    }
+
     pgc->c->idle = 0;
     pgc->query = job->query;
     pgc->rows = 0;
@@ -509,6 +523,8 @@ ngx_http_replay_db_conn_send(ngx_http_replay_db_conn_t *pgc,
     if (ngx_http_replay_db_send(pgc) == NGX_OK) {
         return NGX_OK;
     }
+
+failed:
 
     len = ngx_http_replay_db_text(text, sizeof(text),
                                   PQerrorMessage(pgc->pg), 0);
@@ -641,8 +657,7 @@ ngx_http_replay_db_handler(ngx_event_t *ev)
         return;
 
     case NGX_HTTP_REPLAY_DB_CANCELING:
-        /* the answer no longer matters: the connection goes */
-        (void) ngx_http_replay_db_events(pgc, 0, 0);
+        ngx_http_replay_db_cancel_read(pgc, ev->write);
         return;
 
     default:
@@ -1058,8 +1073,6 @@ ngx_http_replay_db_conn_cancel(ngx_http_replay_db_conn_t *pgc)
     pgc->state = NGX_HTTP_REPLAY_DB_CANCELING;
     pgc->log.action = "cancelling the key query";
 
-    (void) ngx_http_replay_db_events(pgc, 0, 0);
-
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, &pgc->log, 0,
                    "replay db: cancelling the query of backend %d",
                    PQbackendPID(pgc->pg));
@@ -1075,6 +1088,63 @@ ngx_http_replay_db_conn_cancel(ngx_http_replay_db_conn_t *pgc)
 
 
 #if (NGX_THREADS)
+
+/*
+ * While the cancel request is out, the connection reads what is left of
+ * the query's answer, and drops it.  It goes once both are done: when
+ * the server has said the query is over, the backend no longer runs it.
+ */
+
+static void
+ngx_http_replay_db_cancel_read(ngx_http_replay_db_conn_t *pgc,
+    ngx_uint_t write)
+{
+    PGresult  *res;
+
+    if (!write && ngx_http_replay_db_consume(pgc->pg) != NGX_OK) {
+        goto failed;
+    }
+
+    if (pgc->flushing && ngx_http_replay_db_flush(pgc) != NGX_OK) {
+        goto failed;
+    }
+
+    while (!pgc->over && !PQisBusy(pgc->pg)) {
+        res = PQgetResult(pgc->pg);
+
+        if (res == NULL) {
+            pgc->over = 1;
+            break;
+        }
+
+        PQclear(res);
+    }
+
+    if (!pgc->over) {
+        if (PQstatus(pgc->pg) != CONNECTION_OK) {
+            goto failed;
+        }
+
+        return;
+    }
+
+    if (pgc->cancel) {
+        /* nothing more to read: no events until the request is done */
+        if (ngx_http_replay_db_events(pgc, 0, 0) != NGX_OK) {
+            goto failed;
+        }
+
+        return;
+    }
+
+    pgc->handler(pgc, NGX_HTTP_REPLAY_DB_CLOSE);
+    return;
+
+failed:
+
+    pgc->handler(pgc, NGX_HTTP_REPLAY_DB_CLOSE);
+}
+
 
 /* PQcancel() connects, sends and waits for the server to close: blocking */
 
@@ -1118,7 +1188,10 @@ ngx_http_replay_db_cancel_done(ngx_event_t *ev)
 
     if (pgc) {
         pgc->cancel = NULL;
-        pgc->handler(pgc, NGX_HTTP_REPLAY_DB_CLOSE);
+
+        if (pgc->over) {
+            pgc->handler(pgc, NGX_HTTP_REPLAY_DB_CLOSE);
+        }
     }
 }
 
