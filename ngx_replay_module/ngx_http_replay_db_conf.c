@@ -728,7 +728,10 @@ ngx_http_replay_db_init(ngx_conf_t *cf, ngx_http_replay_db_t *db)
         && clcf->resolver->connections.nelts)
     {
         db->resolver = clcf->resolver;
-        db->resolver_timeout = clcf->resolver_timeout;
+
+        /* the http level's own configuration is never merged */
+        db->resolver_timeout = (clcf->resolver_timeout == NGX_CONF_UNSET_MSEC)
+                               ? 30000 : clcf->resolver_timeout;
 
         ngx_log_error(NGX_LOG_NOTICE, cf->log, 0,
                       "replay_db \"%V\" in %s:%ui: host names are resolved "
