@@ -194,8 +194,8 @@ ngx_http_replay_db_enqueue(ngx_http_replay_db_t *db,
 {
     if (db->nwaiting >= db->max_waiting) {
         ngx_log_error(NGX_LOG_ERR, job->log, 0,
-                      "replay: lookup queue is full (%ui waiting)",
-                      db->nwaiting);
+                      "replay: lookup queue is full (%ui waiting) for "
+                      "database \"%V\"", db->nwaiting, &db->name);
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
@@ -441,8 +441,8 @@ ngx_http_replay_db_wait_timeout(ngx_event_t *ev)
     ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_WAITING, -1);
 
     ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                  "replay: no database connection was free within %M ms",
-                  db->queue_timeout);
+                  "replay: no database connection was free within %M ms "
+                  "for database \"%V\"", db->queue_timeout, &db->name);
 
     ngx_http_replay_db_finish(job, NGX_HTTP_SERVICE_UNAVAILABLE);
 }

@@ -145,7 +145,8 @@ __DATA__
 
     location /no-password/ {
         replay_db           "host=127.0.0.1 port=$TEST_NGINX_PGHA_PRIMARY_PORT
-                             dbname=replay user=replay_pw passfile=/dev/null";
+                             dbname=replay user=replay_pw
+                             passfile=/nonexistent/pgpass";
         replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
         replay_key_query    "SELECT replay_url FROM games WHERE id = $1::bigint" $id;
     }
