@@ -530,8 +530,8 @@ failed:
                                   PQerrorMessage(pgc->pg), 0);
 
     ngx_log_error(NGX_LOG_WARN, &pgc->log, 0,
-                  "replay: pooled database connection failed before the "
-                  "query left, trying another: %*s", len, text);
+                  "replay: database connection failed before the query "
+                  "left: %*s", len, text);
 
     return NGX_ERROR;
 }

@@ -171,7 +171,7 @@ ReplayTest::fixture('games/1/replay.bin')
 --- error_log
 replay: database connection failed: FATAL: terminating connection due to administrator command
 --- no_error_log
-trying another
+before the query left
 
 
 
