@@ -25,6 +25,7 @@
 
 
 static ngx_int_t ngx_http_replay_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_replay_content_handler(ngx_http_request_t *r);
 static ngx_http_replay_ctx_t *ngx_http_replay_create_ctx(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_replay_check_request(ngx_http_request_t *r);
@@ -339,12 +340,54 @@ ngx_http_replay_handler(ngx_http_request_t *r)
 
         /* the proxy module's content handler takes it from here */
         ctx->phase = NGX_HTTP_REPLAY_PROXY;
+        ctx->proxy_handler = r->content_handler;
+        r->content_handler = ngx_http_replay_content_handler;
 
         return NGX_DECLINED;
 
     default:
         return NGX_DECLINED;
     }
+}
+
+
+/*
+ * The proxy's own content handler, with one difference: with a session
+ * token, the proxy module's debug lines would print it (they dump the
+ * request it builds, and every variable copied into it), so the
+ * connection's debug log is off while the request to S3 is built.
+ */
+
+static ngx_int_t
+ngx_http_replay_content_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                    rc;
+    ngx_uint_t                   level;
+    ngx_log_t                   *log;
+    ngx_http_replay_ctx_t       *ctx;
+    ngx_http_replay_loc_conf_t  *rlcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    log = r->connection->log;
+    level = log->log_level;
+
+    if ((level & NGX_LOG_DEBUG_ALL) && rlcf->creds
+        && rlcf->creds->session_token.len)
+    {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "replay: no debug log while the proxy builds the S3 "
+                       "request: it would hold the session token");
+
+        log->log_level &= ~NGX_LOG_DEBUG_ALL;
+    }
+
+    rc = ctx->proxy_handler(r);
+
+    log->log_level = level;
+
+    return rc;
 }
 
 

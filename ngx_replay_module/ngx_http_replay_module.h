@@ -130,6 +130,7 @@ struct ngx_http_replay_ctx_s {
     ngx_str_t                       file_name;
 
     void                           *db;              /* the lookup's state */
+    ngx_http_handler_pt             proxy_handler;   /* content's, saved */
     ngx_int_t                       rc;              /* of the last wait */
 
     /* our memory the request holds (ngx_http_replay_memory.c) */
