@@ -720,3 +720,330 @@ plain
 GET /replays/big/1mib.bin
 GET /replays/big/1mib.bin Range: bytes=1000-1009
 HEAD /replays/big/1mib.bin
+
+
+
+=== TEST 27: SSI include virtual: each object in its place, S3's 404 mapped and logged, no XML
+--- user_files
+>>> page.html
+A<!--# include virtual="/s3/games/1/replay.bin" -->B<!--# include virtual="/s3/games/7/missing.bin" -->C
+--- config
+    location = /page.html {
+        ssi  on;
+    }
+
+    location ~ ^/s3/(.+)$ {
+        @replay;
+        replay_s3_key          $1;
+    }
+--- request
+GET /page.html
+--- response_body_like chomp
+\AAbucket=replays key=games/1/replay\.bin\nB<html>\r?\n<head><title>404 Not Found</title></head>(?:(?!<Error>).)*</html>\r?\nC\n\z
+--- error_log eval
+qr/replay: S3 answered 404 NoSuchKey for key "games\/7\/missing\.bin" while reading response header from upstream, .*subrequest: "\/s3\/games\/7\/missing\.bin"/
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/7/missing.bin -> 404 NoSuchKey
+
+
+
+=== TEST 28: SSI include of the 50 MiB object streams unbuffered: byte for byte, no temporary file
+--- user_files
+>>> big.html
+A<!--# include virtual="/s3/big/50mib.bin" -->B
+--- config
+    location = /big.html {
+        ssi  on;
+    }
+
+    location ~ ^/s3/(.+)$ {
+        @replay;
+        replay_s3_key          $1;
+    }
+--- request
+GET /big.html
+--- timeout: 60
+--- response_body eval
+"A" . ReplayTest::fixture('big/50mib.bin') . "B\n"
+--- no_error_log
+buffered to a temporary file
+--- s3_requests
+GET /replays/big/50mib.bin
+
+
+
+=== TEST 29: auth_request to a replay location: an object that exists grants access
+--- user_files
+>>> private.txt
+granted
+--- config
+    location = /private.txt {
+        auth_request  /check/games/1/replay.bin;
+    }
+
+    location ~ ^/check/(.+)$ {
+        internal;
+        @replay;
+        replay_s3_key          $1;
+    }
+--- request
+GET /private.txt
+--- response_body
+granted
+--- s3_requests
+GET /replays/games/1/replay.bin
+
+
+
+=== TEST 30: auth_request to a replay location: S3's 404 is logged and mapped, never its body
+--- user_files
+>>> private.txt
+granted
+--- config
+    location = /private.txt {
+        auth_request  /check/games/7/missing.bin;
+    }
+
+    location ~ ^/check/(.+)$ {
+        internal;
+        @replay;
+        replay_s3_key          $1;
+    }
+--- request
+GET /private.txt
+--- error_code: 500
+--- response_body_unlike: <Error>
+--- error_log
+replay: S3 answered 404 NoSuchKey for key "games/7/missing.bin"
+auth request unexpected status: 404
+--- s3_requests
+GET /replays/games/7/missing.bin -> 404 NoSuchKey
+
+
+
+=== TEST 31: mirror to a replay location: the mirror's request is signed, the client's response unchanged
+--- user_files
+>>> mirrored.txt
+the original
+--- config
+    location = /mirrored.txt {
+        mirror  /m/games/2/replay.bin;
+    }
+
+    location ~ ^/m/(.+)$ {
+        internal;
+        @replay;
+        replay_s3_key          $1;
+    }
+--- request
+GET /mirrored.txt
+--- response_body
+the original
+--- wait: 0.5
+--- s3_requests
+GET /replays/games/2/replay.bin
+
+
+
+=== TEST 32: proxy_cache: HEAD is fetched as a signed GET and cached; HEAD, GET and a range hit; S3 away, still served
+(the cache is kept apart from the server root, which nginx may still be
+writing into when the next block removes it)
+--- http_config
+    proxy_cache_path  $TEST_NGINX_SERVICES_DIR/cache-080-32 keys_zone=replays:1m;
+--- config
+    location ~ ^/c/(.+)$ {
+        @replay;
+        replay_s3_key          $1;
+        proxy_cache            replays;
+        proxy_cache_valid      200 10m;
+        add_header             X-Cache $upstream_cache_status always;
+    }
+--- request eval
+["HEAD /c/games/1/replay.bin", "HEAD /c/games/1/replay.bin",
+ "GET /c/games/1/replay.bin", "GET /c/games/1/replay.bin",
+ "GET /c/games/1/replay.bin"]
+--- more_headers eval
+["", "", "", "Range: bytes=0-5", ""]
+--- error_code eval
+[200, 200, 200, 206, 200]
+--- response_headers eval
+["X-Cache: MISS\nContent-Length: 38", "X-Cache: HIT\nContent-Length: 38",
+ "X-Cache: HIT", "X-Cache: HIT\nContent-Range: bytes 0-5/38", "X-Cache: HIT"]
+--- response_body eval
+["", "", "bucket=replays key=games/1/replay.bin\n", "bucket",
+ "bucket=replays key=games/1/replay.bin\n"]
+--- after_request eval
+[undef, undef, undef, sub { ReplayTest::s3ctl('stop') },
+ sub { ReplayTest::s3ctl('start') }]
+--- s3_requests
+GET /replays/games/1/replay.bin
+
+
+
+=== TEST 33: proxy_cache keys name the object: the same URI for other keys, and two buckets in virtual-host style, never mixed
+--- http_config
+    proxy_cache_path  $TEST_NGINX_SERVICES_DIR/cache-080-33 keys_zone=replays:1m;
+
+    upstream s3.replay-test.amazonaws.com {
+        server  127.0.0.1:$TEST_NGINX_S3_PORT;
+    }
+--- config
+    proxy_cache        replays;
+    proxy_cache_valid  200 10m;
+
+    location = /by-header {
+        @replay;
+        replay_s3_key          $http_x_key;
+    }
+
+    location ~ ^/vr/(.+)$ {
+        replay_s3_endpoint     http://s3.replay-test.amazonaws.com;
+        replay_s3_bucket       replays;
+        replay_s3_addressing   virtual;
+        replay_s3_credentials  env;
+        replay_s3_key          $1;
+    }
+
+    location ~ ^/vo/(.+)$ {
+        replay_s3_endpoint     http://s3.replay-test.amazonaws.com;
+        replay_s3_bucket       other;
+        replay_s3_addressing   virtual;
+        replay_s3_credentials  env;
+        replay_s3_key          $1;
+    }
+--- request eval
+["GET /by-header", "GET /by-header", "GET /vr/games/1/replay.bin",
+ "GET /vo/games/1/replay.bin", "GET /vr/games/1/replay.bin",
+ "GET /vo/games/1/replay.bin"]
+--- more_headers eval
+["X-Key: games/1/replay.bin", "X-Key: games/2/replay.bin", "", "", "", ""]
+--- response_body eval
+["bucket=replays key=games/1/replay.bin\n",
+ "bucket=replays key=games/2/replay.bin\n",
+ "bucket=replays key=games/1/replay.bin\n",
+ "bucket=other key=games/1/replay.bin\n",
+ "bucket=replays key=games/1/replay.bin\n",
+ "bucket=other key=games/1/replay.bin\n"]
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/2/replay.bin
+GET /games/1/replay.bin
+GET /games/1/replay.bin
+
+
+
+=== TEST 34: replay_memory_budget: one reservation per request, so an error_page into another replay location does not wait for itself
+--- http_config
+    replay_memory_budget  16k timeout=2s;
+--- config
+    location /s3 {
+        @replay;
+        replay_s3_key          games/7/missing.bin;
+        error_page             404 = /s3-default;
+    }
+
+    location = /s3-default {
+        @replay;
+        replay_s3_key          games/2/replay.bin;
+    }
+--- request
+GET /s3
+--- response_body
+bucket=replays key=games/2/replay.bin
+--- error_log
+replay: S3 answered 404 NoSuchKey for key "games/7/missing.bin"
+--- no_error_log
+no room in memory budget
+--- s3_requests
+GET /replays/games/7/missing.bin -> 404 NoSuchKey
+GET /replays/games/2/replay.bin
+
+
+
+=== TEST 35: replay_memory_budget: SSI subrequests share their request's reservation
+--- http_config
+    replay_memory_budget  16k timeout=2s;
+--- user_files
+>>> page.html
+<!--# include virtual="/s3/games/1/replay.bin" --><!--# include virtual="/s3/games/2/replay.bin" -->
+--- config
+    location = /page.html {
+        ssi  on;
+    }
+
+    location ~ ^/s3/(.+)$ {
+        @replay;
+        replay_s3_key          $1;
+    }
+--- request
+GET /page.html
+--- response_body eval
+"bucket=replays key=games/1/replay.bin\nbucket=replays key=games/2/replay.bin\n\n"
+--- no_error_log
+no room in memory budget
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/2/replay.bin
+
+
+
+=== TEST 36: replay_memory_budget: a waiting request at the head of the queue that leaves lets the next one in at once
+(A holds a reservation while its S3 stalls; B, too big to fit beside it,
+waits at the head; C, small, waits behind B; B's client leaves: C must be
+served now, not when A ends or the wait times out)
+--- http_config
+    replay_memory_budget  600k timeout=5s;
+--- config
+    replay_buffering  on;
+    proxy_buffers     8 64k;
+
+    location = /a {
+        replay_s3_endpoint     http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+
+    location = /b {
+        @replay;
+        replay_s3_key          games/1/replay.bin;
+    }
+
+    location = /c {
+        @replay;
+        replay_s3_key          games/2/replay.bin;
+        replay_buffering       off;
+        proxy_buffers          8 4k;
+    }
+--- tcp_listen: $TEST_NGINX_RAND_PORT_1
+--- tcp_no_close
+--- tcp_reply eval
+"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nfirst-half"
+--- request
+GET /c
+--- response_body
+bucket=replays key=games/2/replay.bin
+--- after_request eval
+[sub {
+    my @a = ReplayTest::open_request('/a');
+    Time::HiRes::sleep(0.3);
+    my @b = ReplayTest::open_request('/b');
+    Time::HiRes::sleep(0.3);
+    my @c = ReplayTest::open_request('/c');
+    Time::HiRes::sleep(0.3);
+    close $b[0];
+    my $t0 = Time::HiRes::time();
+    my ($head, $body) = ReplayTest::read_response($c[0], 4);
+    my $took = Time::HiRes::time() - $t0;
+    close $a[0];
+    Test::More::like($head, qr{\AHTTP/1\.\d 200 }, 'TEST 36: C is served');
+    Test::More::is($body, "bucket=replays key=games/2/replay.bin\n",
+                   'TEST 36: C gets its object');
+    Test::More::cmp_ok($took, '<', 2, 'TEST 36: C goes on as B leaves');
+}]
+--- error_log eval
+qr/client prematurely closed connection while waiting for the memory budget, .* request: "GET \/b HTTP\/1\.0"/
+--- s3_requests
+GET /replays/games/2/replay.bin
+GET /replays/games/2/replay.bin
