@@ -1047,3 +1047,166 @@ qr/client prematurely closed connection while waiting for the memory budget, .* 
 --- s3_requests
 GET /replays/games/2/replay.bin
 GET /replays/games/2/replay.bin
+
+
+
+=== TEST 37: a client that closes with its request is let go at once, its lookup still running
+--- http_config
+    log_format  t080  '$request_uri $status';
+--- config
+    replay_db  "$TEST_NGINX_PG_DSN" pool=2 query_timeout=10s;
+
+    location = /slow {
+        access_log  logs/t080.log t080;
+        @replay;
+        replay_key_query  "SELECT 'games/1/replay.bin'::text FROM pg_sleep(3)
+                           WHERE $1 <> ''" $arg_v;
+    }
+
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- response_body
+ok
+--- after_request eval
+[sub {
+    my ($s) = ReplayTest::open_request('/slow?v=1');
+    shutdown $s, 1;
+    my $seen = ReplayTest::wait_for_line('logs/t080.log',
+                                         qr{^/slow\?v=1 499$}, 1.5);
+    close $s;
+    Test::More::ok($seen, 'TEST 37: 499 logged before the query ends');
+}]
+--- error_log
+client prematurely closed connection while looking up the replay key
+--- s3_requests
+
+
+
+=== TEST 38: a client that closes during the lookup is let go at once
+--- http_config
+    log_format  t080  '$request_uri $status';
+--- config
+    replay_db  "$TEST_NGINX_PG_DSN" pool=2 query_timeout=10s;
+
+    location = /slow {
+        access_log  logs/t080.log t080;
+        @replay;
+        replay_key_query  "SELECT 'games/1/replay.bin'::text FROM pg_sleep(3)
+                           WHERE $1 <> ''" $arg_v;
+    }
+
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- response_body
+ok
+--- after_request eval
+[sub {
+    my ($s) = ReplayTest::open_request('/slow?v=2');
+    Time::HiRes::sleep(0.3);
+    close $s;
+    my $seen = ReplayTest::wait_for_line('logs/t080.log',
+                                         qr{^/slow\?v=2 499$}, 1.5);
+    Test::More::ok($seen, 'TEST 38: 499 logged before the query ends');
+}]
+--- error_log
+client prematurely closed connection while looking up the replay key
+--- s3_requests
+
+
+
+=== TEST 39: a key from the database longer than S3 allows is the server's error: 500, logged
+--- config
+    replay_db  "$TEST_NGINX_PG_DSN";
+
+    location ~ ^/game/(\d+)$ {
+        @replay;
+        replay_key_query  "SELECT replay_url FROM games WHERE id = $1::bigint" $1;
+    }
+--- request
+GET /game/15
+--- error_code: 500
+--- error_log
+replay: the object key from the database is 1025 bytes long, S3 allows 1024
+--- s3_requests
+
+
+
+=== TEST 40: a key from the database with CR, LF and quotes is escaped in the log: no line forged
+--- init
+ReplayTest::psql("DELETE FROM games WHERE id = 9080; INSERT INTO games (id, tournament_id, game_folder, replay_url, note) VALUES (9080, 90, 'x', 'games/none' || chr(13) || chr(10) || '2026/01/01 00:00:00 [notice] 1#1: ' || chr(34) || 'forged', 't/080-configs.t')");
+--- config
+    replay_db  "$TEST_NGINX_PG_DSN";
+
+    location ~ ^/game/(\d+)$ {
+        @replay;
+        replay_key_query  "SELECT replay_url FROM games WHERE id = $1::bigint" $1;
+    }
+--- request
+GET /game/9080
+--- error_code: 404
+--- error_log
+replay: S3 answered 404 NoSuchKey for key "games/none\x0D\x0A2026/01/01 00:00:00 [notice] 1#1: \x22forged"
+--- no_error_log eval
+qr/^2026\/01\/01 00:00:00/
+--- s3_requests
+GET /replays/games/none%0D%0A2026/01/01%2000%3A00%3A00%20%5Bnotice%5D%201%231%3A%20%22forged -> 404 NoSuchKey
+
+
+
+=== TEST 41: a file name from the database: exactly one Content-Disposition, the row's
+--- config
+    replay_db  "$TEST_NGINX_PG_DSN";
+
+    location = /s3 {
+        replay_s3_endpoint     http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_key_query       "SELECT 'games/1/replay.bin'::text, NULL::text,
+                                       'game one.replay'::text
+                                WHERE $1 <> ''" $arg_v;
+    }
+--- tcp_listen: $TEST_NGINX_RAND_PORT_1
+--- tcp_reply eval
+"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Disposition: inline\r\n\r\nhello"
+--- request
+GET /s3?v=1
+--- response_body chomp
+hello
+--- response_headers
+Content-Disposition: attachment; filename="game one.replay"; filename*=UTF-8''game%20one.replay
+--- raw_response_headers_unlike: inline
+--- s3_requests
+
+
+
+=== TEST 42: at debug level, neither the secret nor the session token reaches the log
+--- user_files
+>>> token.creds
+aws_access_key_id = AKIAIOSFODNN7EXAMPLE
+aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+aws_session_token = FQoGZXIvYXdzEXAMPLESESSIONTOKENt080secret
+--- log_level: debug
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  file=../html/token.creds;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- request
+GET /s3
+--- response_body
+bucket=replays key=games/1/replay.bin
+--- error_log
+replay: no debug log while the proxy builds the S3 request
+--- no_error_log
+FQoGZXIvYXdzEXAMPLESESSIONTOKEN
+wJalrXUtnFEMI
+--- s3_requests
+GET /replays/games/1/replay.bin

@@ -244,6 +244,30 @@ sub read_response {
     return ($head // '', $body // '');
 }
 
+# Waits up to $timeout seconds for a line of FILE (relative to the server
+# root) to match $re; true if one did.
+sub wait_for_line {
+    my ($file, $re, $timeout) = @_;
+
+    require Time::HiRes;
+
+    my $path = Test::Nginx::Util::server_root() . "/$file";
+    my $end = Time::HiRes::time() + $timeout;
+
+    for (;;) {
+        if (open my $fh, '<', $path) {
+            while (my $l = <$fh>) {
+                chomp $l;
+                return 1 if $l =~ $re;
+            }
+            close $fh;
+        }
+
+        return 0 if Time::HiRes::time() > $end;
+        Time::HiRes::sleep(0.05);
+    }
+}
+
 # One GET: the head, and the body or, with $discard, its length.
 sub _get {
     my ($path, $discard) = @_;
