@@ -340,8 +340,12 @@ replay: the object key is empty
 
 
 
-=== TEST 11: post_action to a replay location: both requests signed, the response whole
+=== TEST 11: post_action to a replay location with a lookup, under a memory budget for one request: both signed, no wait on itself
+--- http_config
+    replay_memory_budget  16k timeout=2s;
 --- config
+    replay_db  "$TEST_NGINX_PG_DSN";
+
     location /s3 {
         @replay;
         replay_s3_key          games/1/replay.bin;
@@ -350,13 +354,16 @@ replay: the object key is empty
 
     location = /after {
         @replay;
-        replay_s3_key          games/2/replay.bin;
+        replay_key_query       "SELECT replay_url FROM games WHERE id = $1::bigint"
+                               2;
     }
 --- request
 GET /s3
 --- response_body
 bucket=replays key=games/1/replay.bin
---- wait: 0.3
+--- wait: 0.5
+--- no_error_log
+no room in memory budget
 --- s3_requests
 GET /replays/games/1/replay.bin
 GET /replays/games/2/replay.bin
@@ -748,7 +755,7 @@ GET /replays/games/7/missing.bin -> 404 NoSuchKey
 
 
 
-=== TEST 28: SSI include of the 50 MiB object streams unbuffered: byte for byte, no temporary file
+=== TEST 28: SSI include of the 50 MiB object streams unbuffered: byte for byte, no temporary file even for a slow client
 --- user_files
 >>> big.html
 A<!--# include virtual="/s3/big/50mib.bin" -->B
@@ -766,9 +773,22 @@ GET /big.html
 --- timeout: 60
 --- response_body eval
 "A" . ReplayTest::fixture('big/50mib.bin') . "B\n"
+--- after_request eval
+[sub {
+    my ($block) = @_;
+    # a client that takes nothing for a second: buffered, nginx would
+    # spill S3's body into a temporary file meanwhile
+    my ($s) = ReplayTest::open_request('/big.html');
+    Time::HiRes::sleep(1);
+    my ($head, $body) = ReplayTest::read_response($s, 60);
+    close $s;
+    Test::More::ok($body eq "A" . ReplayTest::fixture('big/50mib.bin') . "B\n",
+                   $block->name . ' - the slow client gets every byte');
+}]
 --- no_error_log
 buffered to a temporary file
 --- s3_requests
+GET /replays/big/50mib.bin
 GET /replays/big/50mib.bin
 
 
@@ -846,7 +866,33 @@ GET /replays/games/2/replay.bin
 
 
 
-=== TEST 32: proxy_cache: HEAD is fetched as a signed GET and cached; HEAD, GET and a range hit; S3 away, still served
+=== TEST 32: mirror to a replay location: S3's error is mapped and logged under the mirror's subrequest
+--- user_files
+>>> mirrored.txt
+the original
+--- config
+    location = /mirrored.txt {
+        mirror  /m/games/7/missing.bin;
+    }
+
+    location ~ ^/m/(.+)$ {
+        internal;
+        @replay;
+        replay_s3_key          $1;
+    }
+--- request
+GET /mirrored.txt
+--- response_body
+the original
+--- wait: 0.5
+--- error_log eval
+qr/replay: S3 answered 404 NoSuchKey for key "games\/7\/missing\.bin" .*subrequest: "\/m\/games\/7\/missing\.bin"/
+--- s3_requests
+GET /replays/games/7/missing.bin -> 404 NoSuchKey
+
+
+
+=== TEST 33: proxy_cache: HEAD is fetched as a signed GET and cached; HEAD, GET and a range hit; S3 away, still served
 (the cache is kept apart from the server root, which nginx may still be
 writing into when the next block removes it)
 --- http_config
@@ -881,7 +927,7 @@ GET /replays/games/1/replay.bin
 
 
 
-=== TEST 33: proxy_cache keys name the object: the same URI for other keys, and two buckets in virtual-host style, never mixed
+=== TEST 34: proxy_cache keys name the object: the same URI for other keys, and two buckets in virtual-host style, never mixed
 --- http_config
     proxy_cache_path  $TEST_NGINX_SERVICES_DIR/cache-080-33 keys_zone=replays:1m;
 
@@ -933,7 +979,7 @@ GET /games/1/replay.bin
 
 
 
-=== TEST 34: replay_memory_budget: one reservation per request, so an error_page into another replay location does not wait for itself
+=== TEST 35: replay_memory_budget: one reservation per request, so an error_page into another replay location does not wait for itself
 --- http_config
     replay_memory_budget  16k timeout=2s;
 --- config
@@ -961,7 +1007,7 @@ GET /replays/games/2/replay.bin
 
 
 
-=== TEST 35: replay_memory_budget: SSI subrequests share their request's reservation
+=== TEST 36: replay_memory_budget: SSI subrequests share their request's reservation
 --- http_config
     replay_memory_budget  16k timeout=2s;
 --- user_files
@@ -988,7 +1034,7 @@ GET /replays/games/2/replay.bin
 
 
 
-=== TEST 36: replay_memory_budget: a waiting request at the head of the queue that leaves lets the next one in at once
+=== TEST 37: replay_memory_budget: a waiting request at the head of the queue that leaves lets the next one in at once
 (A holds a reservation while its S3 stalls; B, too big to fit beside it,
 waits at the head; C, small, waits behind B; B's client leaves: C must be
 served now, not when A ends or the wait times out)
@@ -1026,6 +1072,7 @@ GET /c
 bucket=replays key=games/2/replay.bin
 --- after_request eval
 [sub {
+    my ($block) = @_;
     my @a = ReplayTest::open_request('/a');
     Time::HiRes::sleep(0.3);
     my @b = ReplayTest::open_request('/b');
@@ -1037,10 +1084,10 @@ bucket=replays key=games/2/replay.bin
     my ($head, $body) = ReplayTest::read_response($c[0], 4);
     my $took = Time::HiRes::time() - $t0;
     close $a[0];
-    Test::More::like($head, qr{\AHTTP/1\.\d 200 }, 'TEST 36: C is served');
+    Test::More::like($head, qr{\AHTTP/1\.\d 200 }, $block->name . ' - C is served');
     Test::More::is($body, "bucket=replays key=games/2/replay.bin\n",
-                   'TEST 36: C gets its object');
-    Test::More::cmp_ok($took, '<', 2, 'TEST 36: C goes on as B leaves');
+                   $block->name . ' - C gets its object');
+    Test::More::cmp_ok($took, '<', 2, $block->name . ' - C goes on as B leaves');
 }]
 --- error_log eval
 qr/client prematurely closed connection while waiting for the memory budget, .* request: "GET \/b HTTP\/1\.0"/
@@ -1050,7 +1097,7 @@ GET /replays/games/2/replay.bin
 
 
 
-=== TEST 37: a client that closes with its request is let go at once, its lookup still running
+=== TEST 38: a client that closes with its request is let go at once, its lookup still running
 --- http_config
     log_format  t080  '$request_uri $status';
 --- config
@@ -1072,12 +1119,13 @@ GET /t
 ok
 --- after_request eval
 [sub {
+    my ($block) = @_;
     my ($s) = ReplayTest::open_request('/slow?v=1');
     shutdown $s, 1;
     my $seen = ReplayTest::wait_for_line('logs/t080.log',
                                          qr{^/slow\?v=1 499$}, 1.5);
     close $s;
-    Test::More::ok($seen, 'TEST 37: 499 logged before the query ends');
+    Test::More::ok($seen, $block->name . ' - 499 logged before the query ends');
 }]
 --- error_log
 client prematurely closed connection while looking up the replay key
@@ -1085,7 +1133,7 @@ client prematurely closed connection while looking up the replay key
 
 
 
-=== TEST 38: a client that closes during the lookup is let go at once
+=== TEST 39: a client that closes during the lookup is let go at once
 --- http_config
     log_format  t080  '$request_uri $status';
 --- config
@@ -1107,12 +1155,13 @@ GET /t
 ok
 --- after_request eval
 [sub {
+    my ($block) = @_;
     my ($s) = ReplayTest::open_request('/slow?v=2');
     Time::HiRes::sleep(0.3);
     close $s;
     my $seen = ReplayTest::wait_for_line('logs/t080.log',
                                          qr{^/slow\?v=2 499$}, 1.5);
-    Test::More::ok($seen, 'TEST 38: 499 logged before the query ends');
+    Test::More::ok($seen, $block->name . ' - 499 logged before the query ends');
 }]
 --- error_log
 client prematurely closed connection while looking up the replay key
@@ -1120,7 +1169,7 @@ client prematurely closed connection while looking up the replay key
 
 
 
-=== TEST 39: a key from the database longer than S3 allows is the server's error: 500, logged
+=== TEST 40: a key from the database longer than S3 allows is the server's error: 500, logged
 --- config
     replay_db  "$TEST_NGINX_PG_DSN";
 
@@ -1137,7 +1186,7 @@ replay: the object key from the database is 1025 bytes long, S3 allows 1024
 
 
 
-=== TEST 40: a key from the database with CR, LF and quotes is escaped in the log: no line forged
+=== TEST 41: a key from the database with CR, LF and quotes is escaped in the log: no line forged
 --- init
 ReplayTest::psql("DELETE FROM games WHERE id = 9080; INSERT INTO games (id, tournament_id, game_folder, replay_url, note) VALUES (9080, 90, 'x', 'games/none' || chr(13) || chr(10) || '2026/01/01 00:00:00 [notice] 1#1: ' || chr(34) || 'forged', 't/080-configs.t')");
 --- config
@@ -1159,7 +1208,7 @@ GET /replays/games/none%0D%0A2026/01/01%2000%3A00%3A00%20%5Bnotice%5D%201%231%3A
 
 
 
-=== TEST 41: a file name from the database: exactly one Content-Disposition, the row's
+=== TEST 42: a file name from the database: exactly one Content-Disposition, the row's
 --- config
     replay_db  "$TEST_NGINX_PG_DSN";
 
@@ -1185,7 +1234,7 @@ Content-Disposition: attachment; filename="game one.replay"; filename*=UTF-8''ga
 
 
 
-=== TEST 42: at debug level, neither the secret nor the session token reaches the log
+=== TEST 43: at debug level, neither the secret nor the session token reaches the log
 --- user_files
 >>> token.creds
 aws_access_key_id = AKIAIOSFODNN7EXAMPLE
