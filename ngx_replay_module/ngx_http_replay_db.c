@@ -1576,12 +1576,23 @@ ngx_http_replay_db_end(ngx_http_replay_db_req_t *req, ngx_int_t rc)
     }
 
     if (ctx->outcome == 0) {
-        ctx->outcome = (rc == NGX_HTTP_NOT_FOUND) ? NGX_HTTP_REPLAY_NOT_FOUND
-                       : (rc == NGX_HTTP_BAD_REQUEST)
-                         ? NGX_HTTP_REPLAY_BAD_REQUEST
-                       : (rc == NGX_HTTP_GATEWAY_TIME_OUT)
-                         ? NGX_HTTP_REPLAY_TIMEOUT
-                       : NGX_HTTP_REPLAY_DB_ERROR;
+        switch (rc) {
+
+        case NGX_HTTP_NOT_FOUND:
+            ctx->outcome = NGX_HTTP_REPLAY_NOT_FOUND;
+            break;
+
+        case NGX_HTTP_BAD_REQUEST:
+            ctx->outcome = NGX_HTTP_REPLAY_BAD_REQUEST;
+            break;
+
+        case NGX_HTTP_GATEWAY_TIME_OUT:
+            ctx->outcome = NGX_HTTP_REPLAY_TIMEOUT;
+            break;
+
+        default:
+            ctx->outcome = NGX_HTTP_REPLAY_DB_ERROR;
+        }
     }
 
     /* $replay_key is not to show a row the lookup has refused */

@@ -752,16 +752,17 @@ ngx_http_replay_s3_error(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
     if (status >= NGX_HTTP_MOVED_PERMANENTLY && status < NGX_HTTP_BAD_REQUEST)
     {
         h = u->headers_in.location;
+        q = loc;
+
+        if (h) {
+            q = ngx_http_replay_escape(loc, sizeof(loc), h->value.data,
+                                       h->value.len);
+        }
 
         ngx_log_error(level, r->connection->log, 0,
                       "replay: S3 answered %ui with Location \"%*s\" for "
                       "key \"%*s\", not followed",
-                      status,
-                      h ? ngx_http_replay_escape(loc, sizeof(loc),
-                                                 h->value.data,
-                                                 h->value.len) - loc
-                        : 0,
-                      loc, p - key, key);
+                      status, q - loc, loc, p - key, key);
 
     } else {
         ngx_log_error(level, r->connection->log, 0,
