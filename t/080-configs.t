@@ -1259,3 +1259,43 @@ FQoGZXIvYXdzEXAMPLESESSIONTOKEN
 wJalrXUtnFEMI
 --- s3_requests
 GET /replays/games/1/replay.bin
+
+
+
+=== TEST 44: redirect mode refuses the same keys: a ".." segment is a 404, no URL presigned
+--- config
+    location /link {
+        @replay;
+        replay_s3_key          $http_x_key;
+        replay_redirect        on;
+    }
+--- request
+GET /link
+--- more_headers
+X-Key: games/1/../../other/secret.txt
+--- error_code: 404
+--- response_headers
+!Location
+--- error_log
+replay: the object key "games/1/../../other/secret.txt" has an empty, "." or ".." segment
+--- s3_requests
+
+
+
+=== TEST 45: redirect mode: a leading "/" (an empty segment) is a 404 too
+--- config
+    location /link {
+        @replay;
+        replay_s3_key          $http_x_key;
+        replay_redirect        on;
+    }
+--- request
+GET /link
+--- more_headers
+X-Key: /other/secret.txt
+--- error_code: 404
+--- response_headers
+!Location
+--- error_log
+replay: the object key "/other/secret.txt" has an empty, "." or ".." segment
+--- s3_requests
