@@ -594,6 +594,7 @@ GET /games/1/replay.bin
 
 
 === TEST 21: TLS to S3, verified against the CA given, SNI and Host the endpoint's name
+--- timeout: 10
 --- http_config
     @tls_s3;
 --- config
@@ -614,6 +615,7 @@ GET /replays/games/1/replay.bin
 
 
 === TEST 22: TLS to S3 in virtual-host style: the bucket's name is verified and sent as SNI
+--- timeout: 10
 --- http_config
     @tls_s3;
 --- config
@@ -635,6 +637,7 @@ GET /games/1/replay.bin
 
 
 === TEST 23: TLS to S3 is verified by default: a certificate the system does not trust is a 502
+--- timeout: 10
 --- http_config
     @tls_s3;
 --- config
@@ -654,6 +657,7 @@ qr/upstream SSL certificate verify error: \(\d+:unable to (?:get local issuer|ve
 
 
 === TEST 24: TLS to S3 against another CA: refused
+--- timeout: 10
 --- http_config
     @tls_s3;
 --- config
@@ -674,6 +678,7 @@ qr/upstream SSL certificate verify error/
 
 
 === TEST 25: ssl_verify=off for a private endpoint
+--- timeout: 10
 --- http_config
     @tls_s3;
 --- config
