@@ -21,6 +21,7 @@
 
 #include "ngx_http_replay_cache.h"
 #include "ngx_http_replay_status.h"
+#include "ngx_http_replay_util.h"
 
 
 typedef struct {
