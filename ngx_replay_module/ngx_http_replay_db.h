@@ -6,6 +6,7 @@
  *                              resolving, connecting, sending a job's
  *                              query, reading its results, cancelling,
  *                              closing; no HTTP types
+ *   ngx_http_replay_db_cancel.c  cancel requests on a thread of the worker
  *   ngx_http_replay_db_pool.c  the worker's pool of connections to one
  *                              replay_db: idle, busy, the waiting jobs,
  *                              the timeouts; it never sees the protocol
@@ -26,10 +27,6 @@
 
 #include <libpq-fe.h>
 
-#if (NGX_THREADS)
-#include <ngx_thread_pool.h>
-#endif
-
 
 #define NGX_HTTP_REPLAY_DB_TEXT_LEN  1024
 
@@ -43,6 +40,7 @@
 typedef struct ngx_http_replay_db_s       ngx_http_replay_db_t;
 typedef struct ngx_http_replay_db_conn_s  ngx_http_replay_db_conn_t;
 typedef struct ngx_http_replay_db_job_s   ngx_http_replay_db_job_t;
+typedef struct ngx_http_replay_db_cancel_s  ngx_http_replay_db_cancel_t;
 
 
 /* one entry of the host list libpq gets */
@@ -74,9 +72,6 @@ struct ngx_http_replay_db_s {
     void                         *clcf;          /* of replay_db's block */
     ngx_resolver_t               *resolver;      /* NULL: none */
     ngx_msec_t                    resolver_timeout;
-#if (NGX_THREADS)
-    ngx_thread_pool_t            *threads;       /* for cancel requests */
-#endif
 
     ngx_uint_t                    max_conns;
     ngx_uint_t                    max_waiting;
@@ -147,6 +142,19 @@ struct ngx_http_replay_db_job_s {
 };
 
 
+/* a cancel request, made off the event loop (ngx_http_replay_db_cancel.c) */
+struct ngx_http_replay_db_cancel_s {
+    PGcancel                     *cancel;
+    ngx_http_replay_db_conn_t    *pgc;          /* NULL once closed */
+    ngx_http_replay_db_t         *db;
+    ngx_pool_t                   *pool;
+    void                        (*handler)(ngx_http_replay_db_cancel_t *cn);
+    ngx_http_replay_db_cancel_t  *next;
+    int                           ok;           /* PQcancel()'s */
+    char                          err[256];
+};
+
+
 typedef void (*ngx_http_replay_db_conn_handler_pt)(
     ngx_http_replay_db_conn_t *pgc, ngx_uint_t what);
 
@@ -174,7 +182,7 @@ struct ngx_http_replay_db_conn_s {
     ngx_uint_t                    host;          /* being resolved */
     ngx_array_t                  *entries;       /* ..._db_host_t */
 
-    void                         *cancel;        /* its cancel request */
+    ngx_http_replay_db_cancel_t  *cancel;        /* its cancel request */
     ngx_int_t                     status;        /* the command's */
 
     unsigned                      pooled:1;      /* in db->idle */
@@ -204,6 +212,11 @@ ngx_int_t ngx_http_replay_db_conn_cancel(ngx_http_replay_db_conn_t *pgc);
 void ngx_http_replay_db_conn_close(ngx_http_replay_db_conn_t *pgc);
 size_t ngx_http_replay_db_text(u_char *buf, size_t size, const char *msg,
     ngx_uint_t redact);
+
+/* ngx_http_replay_db_cancel.c */
+ngx_int_t ngx_http_replay_db_cancel_post(ngx_http_replay_db_cancel_t *cn,
+    ngx_log_t *log);
+void ngx_http_replay_db_cancel_exit(void);
 
 /* ngx_http_replay_db_pool.c */
 ngx_int_t ngx_http_replay_db_run(ngx_http_replay_db_t *db,

@@ -113,15 +113,6 @@ ngx_http_replay_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return rv;
     }
 
-#if (NGX_THREADS)
-    /* PQcancel() blocks: cancel requests go to nginx's "default" pool */
-
-    db->threads = ngx_thread_pool_add(cf, NULL);
-    if (db->threads == NULL) {
-        return NGX_CONF_ERROR;
-    }
-#endif
-
     ngx_queue_init(&db->idle);
     ngx_queue_init(&db->busy);
     ngx_queue_init(&db->waiting);
@@ -919,6 +910,8 @@ ngx_http_replay_db_exit_process(ngx_cycle_t *cycle)
     for (i = 0; i < dbs->nelts; i++) {
         ngx_http_replay_db_close_all(db[i]);
     }
+
+    ngx_http_replay_db_cancel_exit();
 }
 
 

@@ -9,7 +9,8 @@
  * resolved here with nginx's resolver before libpq starts, and libpq gets
  * them as "hostaddr" (it keeps "host" for TLS verification and the
  * passfile).  A query that times out is cancelled before the connection
- * goes: PQcancel() blocks, so it runs in nginx's thread pool.
+ * goes: PQcancel() blocks, so it runs on a thread of the worker
+ * (ngx_http_replay_db_cancel.c).
  *
  * The connection tells its pool what happened through pgc->handler; it
  * knows nothing of requests.
@@ -32,18 +33,6 @@
 #define NGX_HTTP_REPLAY_DB_POOL_SIZE   1024
 
 
-#if (NGX_THREADS)
-
-typedef struct {
-    PGcancel                     *cancel;
-    ngx_http_replay_db_conn_t    *pgc;          /* NULL once closed */
-    ngx_http_replay_db_t         *db;
-    ngx_pool_t                   *pool;
-    int                           ok;
-    char                          err[256];
-} ngx_http_replay_db_cancel_t;
-
-#endif
 
 
 static void ngx_http_replay_db_resolve(ngx_http_replay_db_conn_t *pgc);
@@ -74,12 +63,9 @@ static u_char *ngx_http_replay_db_log_error(ngx_log_t *log, u_char *buf,
 static void ngx_http_replay_db_notice(void *arg, const char *message);
 static ngx_uint_t ngx_http_replay_db_sqlstate(PGresult *res,
     const char **states);
-#if (NGX_THREADS)
 static void ngx_http_replay_db_cancel_read(ngx_http_replay_db_conn_t *pgc,
     ngx_uint_t write);
-static void ngx_http_replay_db_cancel_thread(void *data, ngx_log_t *log);
-static void ngx_http_replay_db_cancel_done(ngx_event_t *ev);
-#endif
+static void ngx_http_replay_db_cancel_done(ngx_http_replay_db_cancel_t *cn);
 
 
 /* SQLSTATEs that mean a value cannot be what the query takes */
@@ -1011,15 +997,13 @@ ngx_http_replay_db_failed(ngx_http_replay_db_conn_t *pgc, const char *what)
 ngx_int_t
 ngx_http_replay_db_conn_cancel(ngx_http_replay_db_conn_t *pgc)
 {
-#if (NGX_THREADS)
     ngx_pool_t                   *pool;
-    ngx_thread_task_t            *task;
     ngx_http_replay_db_t         *db;
     ngx_http_replay_db_cancel_t  *cn;
 
     db = pgc->db;
 
-    if (pgc->pg == NULL || db->threads == NULL) {
+    if (pgc->pg == NULL) {
         return NGX_DECLINED;
     }
 
@@ -1033,18 +1017,18 @@ ngx_http_replay_db_conn_cancel(ngx_http_replay_db_conn_t *pgc)
         return NGX_DECLINED;
     }
 
+    /* its own pool: it may outlive the connection */
+
     pool = ngx_create_pool(NGX_HTTP_REPLAY_DB_POOL_SIZE, ngx_cycle->log);
     if (pool == NULL) {
         return NGX_DECLINED;
     }
 
-    task = ngx_thread_task_alloc(pool, sizeof(ngx_http_replay_db_cancel_t));
-    if (task == NULL) {
+    cn = ngx_pcalloc(pool, sizeof(ngx_http_replay_db_cancel_t));
+    if (cn == NULL) {
         ngx_destroy_pool(pool);
         return NGX_DECLINED;
     }
-
-    cn = task->ctx;
 
     cn->cancel = PQgetCancel(pgc->pg);
     if (cn->cancel == NULL) {
@@ -1055,13 +1039,9 @@ ngx_http_replay_db_conn_cancel(ngx_http_replay_db_conn_t *pgc)
     cn->pgc = pgc;
     cn->db = db;
     cn->pool = pool;
+    cn->handler = ngx_http_replay_db_cancel_done;
 
-    task->handler = ngx_http_replay_db_cancel_thread;
-    task->event.handler = ngx_http_replay_db_cancel_done;
-    task->event.data = cn;
-    task->event.log = ngx_cycle->log;
-
-    if (ngx_thread_task_post(db->threads, task) != NGX_OK) {
+    if (ngx_http_replay_db_cancel_post(cn, &pgc->log) != NGX_OK) {
         PQfreeCancel(cn->cancel);
         ngx_destroy_pool(pool);
         return NGX_DECLINED;
@@ -1078,16 +1058,8 @@ ngx_http_replay_db_conn_cancel(ngx_http_replay_db_conn_t *pgc)
                    PQbackendPID(pgc->pg));
 
     return NGX_OK;
-
-#else
-
-    return NGX_DECLINED;
-
-#endif
 }
 
-
-#if (NGX_THREADS)
 
 /*
  * While the cancel request is out, the connection reads what is left of
@@ -1146,26 +1118,15 @@ failed:
 }
 
 
-/* PQcancel() connects, sends and waits for the server to close: blocking */
+/* the cancel request is done, on the event loop */
 
 static void
-ngx_http_replay_db_cancel_thread(void *data, ngx_log_t *log)
+ngx_http_replay_db_cancel_done(ngx_http_replay_db_cancel_t *cn)
 {
-    ngx_http_replay_db_cancel_t *cn = data;
+    u_char                      text[NGX_HTTP_REPLAY_DB_TEXT_LEN];
+    size_t                      len;
+    ngx_http_replay_db_conn_t  *pgc;
 
-    cn->ok = PQcancel(cn->cancel, cn->err, sizeof(cn->err));
-}
-
-
-static void
-ngx_http_replay_db_cancel_done(ngx_event_t *ev)
-{
-    u_char                        text[NGX_HTTP_REPLAY_DB_TEXT_LEN];
-    size_t                        len;
-    ngx_http_replay_db_conn_t    *pgc;
-    ngx_http_replay_db_cancel_t  *cn;
-
-    cn = ev->data;
     pgc = cn->pgc;
 
     cn->db->ncancels--;
@@ -1195,15 +1156,11 @@ ngx_http_replay_db_cancel_done(ngx_event_t *ev)
     }
 }
 
-#endif
-
 
 void
 ngx_http_replay_db_conn_close(ngx_http_replay_db_conn_t *pgc)
 {
-#if (NGX_THREADS)
     ngx_http_replay_db_cancel_t  *cn;
-#endif
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, &pgc->log, 0,
                    "replay db: close, fd:%d",
@@ -1224,14 +1181,12 @@ ngx_http_replay_db_conn_close(ngx_http_replay_db_conn_t *pgc)
         pgc->resolving = NULL;
     }
 
-#if (NGX_THREADS)
     /* a cancel request still out finds no connection when it is done */
     cn = pgc->cancel;
 
     if (cn) {
         cn->pgc = NULL;
     }
-#endif
 
     /* PQfinish() closes the socket, which takes it off the event list */
 
