@@ -1547,7 +1547,7 @@ sub scenario_dns_slow {
         return { path => "/dns/$valid[0]" };
     });
     psql($kill);
-    sleep 1.2;                                  # the answers' validity
+    sleep 2.1;                                  # the answers' validity (whole seconds)
 
     dns_delay(2000);
 
