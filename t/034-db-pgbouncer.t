@@ -51,10 +51,16 @@ sub pg_log_lines {
 sub status_of {
     my ($path) = @_;
 
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                     PeerPort => $Test::Nginx::Util::ServerPortForClient,
-                                     Timeout => 10)
-        or return 0;
+    # nginx may still be starting (under valgrind it takes a while)
+    my $sock;
+    for (1 .. 200) {
+        $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $Test::Nginx::Util::ServerPortForClient,
+                                      Timeout => 10);
+        last if $sock;
+        Time::HiRes::sleep(0.1);
+    }
+    return 0 unless $sock;
 
     print $sock "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
     local $/;
@@ -151,6 +157,7 @@ qr/\[warn\] .*replay: prepared statements do not last on this database's connect
 === TEST 3: PgBouncer restarts under load: 503s only while it is down, then every lookup answers
 --- init
 my $file = "/tmp/replay-t034.$$";
+main::status_of('/load/1');
 my $t0 = Time::HiRes::time();
 my @pids;
 for my $c (1 .. 4) {
