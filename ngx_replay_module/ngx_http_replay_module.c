@@ -370,6 +370,13 @@ ngx_http_replay_content_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
 
+    if (ctx == NULL || ctx->proxy_handler == NULL) {
+        /* the phase handler set it: nothing else can get here */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "replay: content handler without a prepared request");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     log = r->connection->log;
     level = log->log_level;
 
