@@ -251,6 +251,7 @@ ReplayTest::fixture('games/8/notes.txt')
 
 === TEST 8: a password from a passfile; it never reaches the log
 --- log_level: debug
+--- timeout: 15
 --- request
 GET /passfile/2
 --- response_body eval
