@@ -37,7 +37,6 @@
 #define NGX_HTTP_REPLAY_DB_CLOSE       4   /* broken, or cancelled: close */
 
 
-typedef struct ngx_http_replay_db_s       ngx_http_replay_db_t;
 typedef struct ngx_http_replay_db_conn_s  ngx_http_replay_db_conn_t;
 typedef struct ngx_http_replay_db_job_s   ngx_http_replay_db_job_t;
 typedef struct ngx_http_replay_db_cancel_s  ngx_http_replay_db_cancel_t;
@@ -98,7 +97,7 @@ struct ngx_http_replay_db_s {
 };
 
 
-typedef struct {
+struct ngx_http_replay_db_query_s {
     ngx_http_replay_db_t         *db;
     ngx_uint_t                    index;         /* of its statement */
     char                         *name;          /* of its statement */
@@ -108,7 +107,7 @@ typedef struct {
 
     /* of the connection string and the SQL: its replay_key_cache keys */
     u_char                        ident[16];
-} ngx_http_replay_db_query_t;
+};
 
 
 typedef void (*ngx_http_replay_db_job_handler_pt)(

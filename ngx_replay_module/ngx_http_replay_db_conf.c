@@ -54,15 +54,14 @@ ngx_http_replay_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_replay_loc_conf_t *rlcf = conf;
 
-    char                        *err, *rv;
-    u_char                       text[NGX_HTTP_REPLAY_DB_TEXT_LEN];
-    size_t                       len;
-    ngx_str_t                   *value;
-    ngx_array_t                 *dbs;
-    PQconninfoOption            *opts;
-    ngx_http_conf_ctx_t         *ctx;
-    ngx_http_replay_db_t        *db, **dbp;
-    ngx_http_replay_loc_conf_t  *hlcf;
+    char                         *err, *rv;
+    u_char                        text[NGX_HTTP_REPLAY_DB_TEXT_LEN];
+    size_t                        len;
+    ngx_str_t                    *value;
+    ngx_array_t                  *dbs;
+    PQconninfoOption             *opts;
+    ngx_http_replay_db_t         *db, **dbp;
+    ngx_http_replay_main_conf_t  *rmcf;
 
     if (rlcf->db) {
         return "is duplicate";
@@ -117,12 +116,11 @@ ngx_http_replay_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_queue_init(&db->busy);
     ngx_queue_init(&db->waiting);
 
-    /* the http level keeps every database, for the workers' exit */
+    /* the main configuration keeps every database, for the workers' exit */
 
-    ctx = (ngx_http_conf_ctx_t *) cf->cycle->conf_ctx[ngx_http_module.index];
-    hlcf = ctx->loc_conf[ngx_http_replay_module.ctx_index];
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_replay_module);
 
-    dbs = hlcf->dbs;
+    dbs = rmcf->dbs;
 
     if (dbs == NULL) {
         dbs = ngx_array_create(cf->pool, 2, sizeof(ngx_http_replay_db_t *));
@@ -130,7 +128,7 @@ ngx_http_replay_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        hlcf->dbs = dbs;
+        rmcf->dbs = dbs;
     }
 
     dbp = ngx_array_push(dbs);
@@ -887,19 +885,17 @@ ngx_http_replay_db_host_keywords(ngx_conf_t *cf, ngx_http_replay_db_t *db)
 void
 ngx_http_replay_db_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                   i;
-    ngx_array_t                 *dbs;
-    ngx_http_replay_db_t       **db;
-    ngx_http_conf_ctx_t         *ctx;
-    ngx_http_replay_loc_conf_t  *rlcf;
+    ngx_uint_t                    i;
+    ngx_array_t                  *dbs;
+    ngx_http_replay_db_t        **db;
+    ngx_http_replay_main_conf_t  *rmcf;
 
-    ctx = (ngx_http_conf_ctx_t *) cycle->conf_ctx[ngx_http_module.index];
-    if (ctx == NULL) {
+    if (cycle->conf_ctx[ngx_http_module.index] == NULL) {
         return;
     }
 
-    rlcf = ctx->loc_conf[ngx_http_replay_module.ctx_index];
-    dbs = rlcf->dbs;
+    rmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_replay_module);
+    dbs = rmcf ? rmcf->dbs : NULL;
 
     if (dbs == NULL) {
         return;

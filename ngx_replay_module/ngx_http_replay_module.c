@@ -756,6 +756,7 @@ ngx_http_replay_create_main_conf(ngx_conf_t *cf)
      *     rmcf->nwaiting = 0;
      *     rmcf->status = 0;
      *     rmcf->stats = NULL;
+     *     rmcf->dbs = NULL;
      */
 
     rmcf->budget_queue = NGX_CONF_UNSET_UINT;
@@ -800,7 +801,6 @@ ngx_http_replay_create_loc_conf(ngx_conf_t *cf)
      *     conf->key = NULL;
      *     conf->db = NULL;
      *     conf->query = NULL;
-     *     conf->dbs = NULL;
      *     conf->host = { 0, NULL };
      *     conf->path_prefix = { 0, NULL };
      *     conf->memory_need = 0;

@@ -45,6 +45,10 @@ typedef enum {
 
 typedef struct ngx_http_replay_ctx_s  ngx_http_replay_ctx_t;
 
+/* the PostgreSQL lookup's configuration (ngx_http_replay_db.h) */
+typedef struct ngx_http_replay_db_s        ngx_http_replay_db_t;
+typedef struct ngx_http_replay_db_query_s  ngx_http_replay_db_query_t;
+
 /* an asynchronous step is over: rc is NGX_OK or the status to answer */
 typedef void (*ngx_http_replay_done_pt)(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx, ngx_int_t rc);
@@ -65,11 +69,10 @@ typedef struct {
     ngx_replay_sigv4_creds_t       *creds;
     ngx_http_complex_value_t       *key;
 
-    /* the PostgreSQL lookup (ngx_http_replay_db.c), NULL if none */
-    void                           *db;
-    void                           *query;
+    /* the PostgreSQL lookup (ngx_http_replay_db_conf.c), NULL if none */
+    ngx_http_replay_db_t           *db;
+    ngx_http_replay_db_query_t     *query;
     size_t                          key_param_max;
-    void                           *dbs;             /* http level: all */
 
     /* replay_key_cache (ngx_http_replay_cache.c): its zone, or NULL */
     ngx_shm_zone_t                 *key_cache;
@@ -103,6 +106,9 @@ typedef struct {
     /* replay_status: the counters every worker adds to, if any */
     ngx_flag_t                      status;
     ngx_atomic_t                   *stats;
+
+    /* every replay_db, for the workers' exit */
+    ngx_array_t                    *dbs;             /* of db_t * */
 } ngx_http_replay_main_conf_t;
 
 
