@@ -724,8 +724,10 @@ ngx_http_replay_status_add_variables(ngx_conf_t *cf)
 
 
 /*
- * $replay_db_time and $replay_s3_time in seconds to the millisecond, as
- * nginx's own $upstream_header_time; $replay_sign_time to the microsecond.
+ * $replay_db_time, $replay_s3_time and $replay_sign_time in seconds to the
+ * microsecond ("0.000123"): a lookup or a signature takes microseconds,
+ * which nginx's millisecond format ($upstream_header_time) would show as
+ * "0.000"; Server-Timing has the same resolution.
  */
 
 static ngx_int_t
@@ -771,16 +773,7 @@ ngx_http_replay_time_variable(ngx_http_request_t *r,
 
     usec = *(uint64_t *) ((char *) ctx + data);
 
-    if (data == offsetof(ngx_http_replay_ctx_t, sign_time)) {
-        v->len = ngx_sprintf(p, "%uL.%06uL", usec / 1000000, usec % 1000000)
-                 - p;
-
-    } else {
-        v->len = ngx_sprintf(p, "%uL.%03uL", usec / 1000000,
-                             usec / 1000 % 1000)
-                 - p;
-    }
-
+    v->len = ngx_sprintf(p, "%uL.%06uL", usec / 1000000, usec % 1000000) - p;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;

@@ -141,7 +141,7 @@ ReplayTest::fixture('games/1/replay.bin')
 Content-Type: application/octet-stream
 Content-Disposition: attachment; filename="game-1.replay"; filename*=UTF-8''game-1.replay
 --- access_log eval
-qr{db_time=\d+\.\d{3} key=games/1/replay\.bin}
+qr{db_time=\d+\.\d{6} key=games/1/replay\.bin}
 
 
 

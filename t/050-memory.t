@@ -238,7 +238,7 @@ Content-Disposition: attachment; filename="game-1.replay"; filename*=UTF-8''game
     . " for Content-Disposition",
 ]
 --- access_log eval
-qr/^mem=\d+ db=\d+\.\d{3}$/
+qr/^mem=\d+ db=\d+\.\d{6}$/
 
 
 
