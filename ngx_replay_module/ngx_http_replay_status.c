@@ -57,7 +57,7 @@ static char  *ngx_http_replay_classes[] = {
 };
 
 static char  *ngx_http_replay_cache_results[] = {
-    "hit", "miss", NULL
+    "hit", "miss", "stale", NULL
 };
 
 static char  *ngx_http_replay_rejects[] = {
@@ -135,9 +135,22 @@ static ngx_http_replay_metric_t  ngx_http_replay_metrics[] = {
       "Key queries that took longer than query_timeout.",
       NULL, NULL, NGX_HTTP_REPLAY_ST_DB_QUERY_TIMEOUTS },
 
+    { ngx_string("replay_db_queries_total"), "counter",
+      "Key queries sent to the database.",
+      NULL, NULL, NGX_HTTP_REPLAY_ST_DB_QUERIES },
+
+    { ngx_string("replay_db_batches_total"), "counter",
+      "Writes that sent key queries, several at once in pipeline mode.",
+      NULL, NULL, NGX_HTTP_REPLAY_ST_DB_BATCHES },
+
     { ngx_string("replay_key_cache_lookups_total"), "counter",
-      "Lookups in replay_key_cache, by result (an expired entry is a miss).",
+      "Lookups in replay_key_cache, by result (an expired entry is a miss; "
+      "stale: an expired entry served while the database failed).",
       "result", ngx_http_replay_cache_results, NGX_HTTP_REPLAY_ST_KEY_CACHE },
+
+    { ngx_string("replay_key_cache_notify_drops_total"), "counter",
+      "Entries of replay_key_cache dropped by a NOTIFY.",
+      NULL, NULL, NGX_HTTP_REPLAY_ST_KEY_CACHE_DROPS },
 
     { ngx_string("replay_s3_responses_total"), "counter",
       "Response headers from S3, by status class.",

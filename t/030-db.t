@@ -116,15 +116,19 @@ __DATA__
                              WHERE id::text = $1" $1;
     }
 
+    # one query at a time: what waits is in the queue (a batch would
+    # take the waiting ones with the first)
     location = /busy {
-        replay_db           "$TEST_NGINX_PG_DSN" pool=1 queue=1;
+        replay_db           "$TEST_NGINX_PG_DSN" pool=1 queue=1
+                            pipeline=off;
         replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
         replay_key_query    "SELECT replay_url FROM games, pg_sleep($1::float8)
                              WHERE id = 1" $arg_s;
     }
 
     location = /slow-queue {
-        replay_db           "$TEST_NGINX_PG_DSN" pool=1 queue_timeout=200ms;
+        replay_db           "$TEST_NGINX_PG_DSN" pool=1 queue_timeout=200ms
+                            pipeline=off;
         replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
         replay_key_query    "SELECT replay_url FROM games, pg_sleep($1::float8)
                              WHERE id = 1" $arg_s;
