@@ -2,56 +2,54 @@
 # allocated ($replay_memory, the debug log); replay_memory_limit, checked
 # by nginx -t and, for what a database row brings, at run time;
 # replay_memory_budget's queue; and a worker's resident memory while 50
-# clients download 50 MiB each.
+# clients download 50 MiB each, and its descriptors after 50 requests.
 
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use ReplayTest;
 
-use IO::Socket::INET ();
-use POSIX ();
 use Time::HiRes ();
 
 # 50 clients at once, and their connections to S3
 worker_connections(1024);
 
-# checks of the logs, after the response, by block number
-my %after = (
-    1 => \&memory_adds_up,
-    2 => \&memory_adds_up,
-    3 => \&memory_adds_up,
-    7 => sub {
-        my @mem = logged_memory();
-        Test::More::ok(@mem && $mem[-1] > 65536 && $mem[-1] <= 81920,
-                       "TEST 7: \$replay_memory $mem[-1] is within 64k "
-                       . "and replay_memory_limit 80k");
-    },
-);
+# Blocks with "--- memory_adds_up": what was counted ("replay: memory +N
+# for ...") adds up to the peak in the debug log and to $replay_memory.
+add_response_body_check(sub {
+    my ($block, $body, $req_idx, $repeated, $dry_run) = @_;
 
-# Under valgrind nginx is restarted for every block: a block without a
-# configuration gets the previous block's, for an equal nginx.
-my ($prev_config, $prev_http_config);
+    return if $dry_run || !defined $block->memory_adds_up;
+
+    memory_adds_up($block);
+});
+
+# TEST 8 and 9: a key query whose row is as long as the request says
+my $row_config = <<'CONF';
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    replay_db              "$TEST_NGINX_PG_DSN";
+
+    location ~ ^/game/(.*)$ {
+        replay_s3_endpoint   $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query     "SELECT replay_url, content_type,
+                                     repeat('n', $2::int)
+                              FROM games WHERE id::text = $1" $1 $arg_n;
+        replay_memory_limit  16k;
+        access_log           logs/access.log mem;
+    }
+CONF
+
+my $row_http_config = <<'CONF';
+    log_format  mem  '$status s3=$replay_s3_time';
+CONF
 
 add_block_preprocessor(sub {
     my $block = shift;
 
-    if (defined $block->config) {
-        ($prev_config, $prev_http_config) = ($block->config,
-                                             $block->http_config);
-
-    } elsif ($ENV{TEST_NGINX_USE_VALGRIND}) {
-        $block->set_value('config', $prev_config);
-        $block->set_value('http_config', $prev_http_config);
+    if (!defined $block->config) {
+        $block->set_value('config', $row_config);
+        $block->set_value('http_config', $row_http_config);
     }
-});
-
-add_response_body_check(sub {
-    my ($block, $body, $req_idx, $repeated, $dry_run) = @_;
-
-    my ($n) = $block->name =~ /\bTEST (\d+):/;
-    return if $dry_run || !$after{$n};
-
-    $after{$n}->($block);
 });
 
 no_shuffle();
@@ -87,11 +85,17 @@ sub logged_memory {
 sub memory_adds_up {
     my ($block) = @_;
 
-    my ($sum, $peak) = (0, undef);
+    my ($sum, $peak);
 
-    for (log_file('error.log')) {
-        $sum += $1 if /replay: memory \+(\d+) for /;
-        $peak = $1 if /replay: request memory: (\d+) bytes at peak/;
+    # the request's pool cleanup logs the peak after the response is out
+    for (1 .. 100) {
+        ($sum, $peak) = (0, undef);
+        for (log_file('error.log')) {
+            $sum += $1 if /replay: memory \+(\d+) for /;
+            $peak = $1 if /replay: request memory: (\d+) bytes at peak/;
+        }
+        last if defined $peak;
+        Time::HiRes::sleep(0.05);
     }
 
     my ($name) = $block->name =~ /\b(TEST \d+):/;
@@ -99,55 +103,6 @@ sub memory_adds_up {
 
     Test::More::is($peak, $sum, "$name: the peak is what was counted");
     Test::More::is($mem[-1], $sum, "$name: \$replay_memory is the peak");
-}
-
-# GET in a process of its own, left to run, once nginx has answered a
-# first request (under valgrind it takes a while to start).
-sub get_in_background {
-    my ($path) = @_;
-
-    ReplayTest::get_concurrently(['/hold?s=0']);
-
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-
-    if ($pid == 0) {
-        ReplayTest::get_concurrently([$path]);
-        POSIX::_exit(0);
-    }
-
-    # let it reach nginx first
-    Time::HiRes::sleep(0.2);
-}
-
-# Sends a GET and goes away after some seconds, without the response.
-sub leave_after {
-    my ($path, $secs) = @_;
-
-    my $sock = IO::Socket::INET->new(
-        PeerAddr => '127.0.0.1',
-        PeerPort => $Test::Nginx::Util::ServerPortForClient,
-    ) or die "connect: $!";
-
-    print $sock "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    Time::HiRes::sleep($secs);
-    close $sock;
-}
-
-# The resident memory of nginx (one process: master_process off), in KiB.
-sub nginx_rss {
-    my $pidfile = Test::Nginx::Util::server_root() . '/logs/nginx.pid';
-
-    open my $fh, '<', $pidfile or die "$pidfile: $!";
-    my $pid = <$fh>;
-    close $fh;
-    chomp $pid;
-
-    open $fh, '<', "/proc/$pid/status" or die "/proc/$pid/status: $!";
-    my ($rss) = map { /^VmRSS:\s+(\d+) kB/ ? $1 : () } <$fh>;
-    close $fh;
-
-    return $rss;
 }
 
 
@@ -170,6 +125,7 @@ __DATA__
 GET /s3
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
+--- memory_adds_up
 --- error_log
 replay: memory +18 for key
 for S3 path
@@ -177,8 +133,11 @@ for Authorization
 replay: memory +65536 for proxy buffers
 --- no_error_log
 for S3 error head
+[error]
 --- access_log eval
 qr/^mem=\d+$/
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -200,8 +159,13 @@ qr/^mem=\d+$/
 GET /s3
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
+--- memory_adds_up
 --- error_log
 replay: memory +327680 for proxy buffers
+--- no_error_log
+[error]
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -225,6 +189,11 @@ GET /game/1
 ReplayTest::fixture('games/1/replay.bin')
 --- response_headers
 Content-Disposition: attachment; filename="game-1.replay"; filename*=UTF-8''game-1.replay
+--- memory_adds_up
+--- no_error_log
+[error]
+--- s3_requests
+GET /replays/games/1/replay.bin
 --- error_log eval
 [
     "for database request",
@@ -312,31 +281,27 @@ qr/replay_memory_budget 8192 cannot hold a single request of location "\/s3", wh
 GET /s3
 --- response_body eval
 ReplayTest::fixture('big/1mib.bin')
+--- after_request eval
+[sub {
+    my @mem = main::logged_memory();
+    Test::More::ok(@mem && $mem[-1] > 65536 && $mem[-1] <= 81920,
+                   "TEST 7: \$replay_memory $mem[-1] is within 64k "
+                   . "and replay_memory_limit 80k");
+}]
+--- s3_requests
+GET /replays/big/1mib.bin
 
 
 
 === TEST 8: a key query under replay_memory_limit: its row fits
---- http_config
-    log_format  mem  '$status s3=$replay_s3_time';
---- config
-    replay_s3_bucket       replays;
-    replay_s3_credentials  env;
-    replay_db              "$TEST_NGINX_PG_DSN";
-
-    location ~ ^/game/(.*)$ {
-        replay_s3_endpoint   $TEST_NGINX_S3_ENDPOINT;
-        replay_key_query     "SELECT replay_url, content_type,
-                                     repeat('n', $2::int)
-                              FROM games WHERE id::text = $1" $1 $arg_n;
-        replay_memory_limit  16k;
-        access_log           logs/access.log mem;
-    }
 --- request
 GET /game/1?n=10
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
 --- access_log eval
 qr/^200 s3=\d+\.\d{3}$/
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -348,6 +313,7 @@ GET /game/1?n=20000
 qr/replay: the key query's row needs \d+ bytes, replay_memory_limit 16384 leaves it \d+/
 --- access_log eval
 qr/^500 s3=-$/
+--- no_s3_request
 
 
 
@@ -378,6 +344,10 @@ Test::More::is(scalar @retry, 1, 'TEST 10: the 503 has Retry-After');
 GET /hold?s=0
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
 --- error_log eval
 qr/replay: memory budget 102400 is taken \(\d+ reserved\) and 1 requests wait already/
 
@@ -399,12 +369,14 @@ qr/replay: memory budget 102400 is taken \(\d+ reserved\) and 1 requests wait al
         proxy_buffers       4 64k;
     }
 --- init
-main::get_in_background('/hold?s=1');
+ReplayTest::in_background('/hold?s=1');
 --- request
 GET /hold?s=0
 --- error_code: 503
 --- response_headers
 Retry-After: 1
+--- s3_requests
+GET /replays/games/1/replay.bin
 --- error_log
 replay: no room in memory budget 102400 within 300 ms
 
@@ -426,12 +398,15 @@ replay: no room in memory budget 102400 within 300 ms
         proxy_buffers       4 64k;
     }
 --- init
-main::get_in_background('/hold?s=1');
-main::leave_after('/hold?s=0', 0.3);
+ReplayTest::in_background('/hold?s=1');
+ReplayTest::leave_after('/hold?s=0', 0.3);
 --- request
 GET /hold?s=0
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
 --- error_log
 client prematurely closed connection
 
@@ -455,20 +430,19 @@ comes on top.  Skipped under valgrind, where resident memory means little.)
         access_log             logs/access.log mem;
     }
 --- init
-if ($ENV{TEST_NGINX_USE_VALGRIND}) {
-    Test::More::pass('TEST 13: skipped under valgrind');
-    return;
-}
+SKIP: {
+Test::More::skip('TEST 13: resident memory under valgrind means little', 4)
+    if $ENV{TEST_NGINX_USE_VALGRIND};
 # a first request, so that what nginx sets up once is not counted
 ReplayTest::get_concurrently(['/s3?key=games/1/replay.bin']);
-my $before = main::nginx_rss();
+my $before = ReplayTest::worker_rss();
 my $max = $before;
 my $t0 = Time::HiRes::time();
 my @res = ReplayTest::get_concurrently(
     [map { '/s3?key=big/50mib.bin' } 1 .. 50],
     discard => 1,
     poll => sub {
-        my $rss = main::nginx_rss();
+        my $rss = ReplayTest::worker_rss();
         $max = $rss if $rss > $max;
     });
 my $secs = Time::HiRes::time() - $t0;
@@ -485,8 +459,55 @@ Test::More::is(scalar @mem, 50, 'TEST 13: 50 $replay_memory logged');
 my @in = grep { $_ > 65536 && $_ <= 131072 } @mem;
 Test::More::is(scalar @in, 50,
                'TEST 13: each over 64k and under replay_memory_limit 128k');
+}
 --- request
 GET /s3?key=games/1/replay.bin
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
 --- timeout: 30
+--- s3_requests eval
+$ENV{TEST_NGINX_USE_VALGRIND}
+    ? ["GET /replays/games/1/replay.bin"]
+    : ["GET /replays/games/1/replay.bin",
+       ("GET /replays/big/50mib.bin") x 50,
+       "GET /replays/games/1/replay.bin"]
+
+
+
+=== TEST 14: 50 requests: the worker holds the descriptors it held before, no more
+(a descriptor a request leaves open would show here 50 times: the client
+connection, S3's, a file; the database pool's one connection stays)
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    replay_db              "$TEST_NGINX_PG_DSN" pool=1;
+
+    location ~ ^/game/(.*)$ {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url FROM games WHERE id::text = $1"
+                            $1;
+    }
+--- init
+# a first request opens the pool's connection
+ReplayTest::get_concurrently(['/game/1']);
+$main::fds_before = ReplayTest::worker_fds();
+my @res = ReplayTest::get_concurrently([map { '/game/1' } 1 .. 50]);
+Test::More::is(scalar(grep { $_->[0] == 200 } @res), 50, 'TEST 14: 50 served');
+--- request
+GET /game/1
+--- after_request eval
+[sub {
+    my $now;
+    # the last connections close as the client sees them close
+    for (1 .. 40) {
+        $now = ReplayTest::worker_fds();
+        last if $now == $main::fds_before;
+        Time::HiRes::sleep(0.05);
+    }
+    Test::More::is($now, $main::fds_before,
+                   'TEST 14: the worker holds as many descriptors as before');
+}]
+--- response_body eval
+ReplayTest::fixture('games/1/replay.bin')
+--- s3_requests eval
+[("GET /replays/games/1/replay.bin") x 52]

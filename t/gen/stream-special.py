@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 # Writes the special-key blocks of t/020-stream.t (which gives them its
-# default configuration) (one block per key the
-# services upload; see t/services/schema.sql).  Run it after changing the
-# list; its output is committed, the test does not run it.
+# default configuration), one block per key the services upload (see
+# t/services/schema.sql), each with the request S3 must see: the key
+# percent-encoded as SigV4 wants it for S3 (every byte but A-Za-z0-9-._~/).
+# Run it after changing the list; its output is committed, the test does
+# not run it.
 keys = [
     "special/a b.bin", "special/a+b.bin", "special/bang!.bin",
     "special/dollar$.bin", "special/amp&.bin", "special/apos'.bin",
@@ -19,6 +21,13 @@ keys = [
     "leading-slash.bin", "../other/secret.txt", "/other/secret.txt",
     "long/" + "k" * 1019,
 ]
+UNRESERVED = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")
+
+
+def encode(key):
+    return "".join(chr(b) if b in UNRESERVED else "%%%02X" % b for b in key.encode())
+
+
 out = []
 for n, k in enumerate(keys, 1):
     title = k if len(k) < 60 else k[:40] + "... (%d bytes)" % len(k.encode())
@@ -29,5 +38,7 @@ GET /s3
 X-Key: {k}
 --- response_body
 bucket=replays key={k}
+--- s3_requests
+GET /replays/{encode(k)}
 """)
 print("\n\n\n".join(out), end="")
