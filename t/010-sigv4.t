@@ -54,7 +54,8 @@ aws_secret_access_key = NotTheSecretAtAllNotTheSecretAtAll123456
 --- request
 GET /s3
 --- error_code: 502
---- response_body
+--- response_body_like chomp
+\A<html>\r?\n<head><title>502 Bad Gateway</title></head>
 --- s3_requests
 GET /replays/games/1/replay.bin -> 403 SignatureDoesNotMatch
 --- error_log
@@ -102,7 +103,8 @@ aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
 --- request
 GET /s3
 --- error_code: 502
---- response_body
+--- response_body_like chomp
+\A<html>\r?\n<head><title>502 Bad Gateway</title></head>
 --- s3_requests
 GET /replays/games/1/replay.bin key=AKIDUNKNOWNUNKNOWN00 -> 403 InvalidAccessKeyId
 --- error_log

@@ -138,7 +138,8 @@ GET /s3
 X-Key: games/1/replay.bin
 Range: bytes=100-200
 --- error_code: 416
---- response_body
+--- response_body_like chomp
+\A<html>\r?\n<head><title>416 Requested Range Not Satisfiable</title></head>
 --- s3_requests
 GET /replays/games/1/replay.bin Range: bytes=100-200 -> 416 InvalidRange
 --- error_log
@@ -190,9 +191,10 @@ GET /s3
 --- more_headers
 X-Key: games/7/missing.bin
 --- error_code: 404
---- response_body
+--- response_body_like chomp
+\A<html>\r?\n<head><title>404 Not Found</title></head>
 --- response_headers
-Content-Length: 0
+Content-Type: text/html
 !x-amz-request-id
 --- s3_requests
 GET /replays/games/7/missing.bin -> 404 NoSuchKey
@@ -249,7 +251,7 @@ GET /s3
 --- error_code: 400
 --- no_s3_request
 --- error_log
-replay: the object key is 1025 bytes long, S3 allows 1024
+replay: the object key of the request is 1025 bytes long, S3 allows 1024
 
 
 
@@ -383,7 +385,7 @@ HEAD /replays/games/9/meta.bin
 
 
 
-=== TEST 22: special/a b.bin
+=== TEST 22: key special/a b.bin
 --- request
 GET /s3
 --- more_headers
@@ -395,7 +397,7 @@ GET /replays/special/a%20b.bin
 
 
 
-=== TEST 23: special/a+b.bin
+=== TEST 23: key special/a+b.bin
 --- request
 GET /s3
 --- more_headers
@@ -407,7 +409,7 @@ GET /replays/special/a%2Bb.bin
 
 
 
-=== TEST 24: special/bang!.bin
+=== TEST 24: key special/bang!.bin
 --- request
 GET /s3
 --- more_headers
@@ -419,7 +421,7 @@ GET /replays/special/bang%21.bin
 
 
 
-=== TEST 25: special/dollar$.bin
+=== TEST 25: key special/dollar$.bin
 --- request
 GET /s3
 --- more_headers
@@ -431,7 +433,7 @@ GET /replays/special/dollar%24.bin
 
 
 
-=== TEST 26: special/amp&.bin
+=== TEST 26: key special/amp&.bin
 --- request
 GET /s3
 --- more_headers
@@ -443,7 +445,7 @@ GET /replays/special/amp%26.bin
 
 
 
-=== TEST 27: special/apos'.bin
+=== TEST 27: key special/apos'.bin
 --- request
 GET /s3
 --- more_headers
@@ -455,7 +457,7 @@ GET /replays/special/apos%27.bin
 
 
 
-=== TEST 28: special/paren().bin
+=== TEST 28: key special/paren().bin
 --- request
 GET /s3
 --- more_headers
@@ -467,7 +469,7 @@ GET /replays/special/paren%28%29.bin
 
 
 
-=== TEST 29: special/star*.bin
+=== TEST 29: key special/star*.bin
 --- request
 GET /s3
 --- more_headers
@@ -479,7 +481,7 @@ GET /replays/special/star%2A.bin
 
 
 
-=== TEST 30: special/comma,.bin
+=== TEST 30: key special/comma,.bin
 --- request
 GET /s3
 --- more_headers
@@ -491,7 +493,7 @@ GET /replays/special/comma%2C.bin
 
 
 
-=== TEST 31: special/semi;.bin
+=== TEST 31: key special/semi;.bin
 --- request
 GET /s3
 --- more_headers
@@ -503,7 +505,7 @@ GET /replays/special/semi%3B.bin
 
 
 
-=== TEST 32: special/eq=.bin
+=== TEST 32: key special/eq=.bin
 --- request
 GET /s3
 --- more_headers
@@ -515,7 +517,7 @@ GET /replays/special/eq%3D.bin
 
 
 
-=== TEST 33: special/colon:.bin
+=== TEST 33: key special/colon:.bin
 --- request
 GET /s3
 --- more_headers
@@ -527,7 +529,7 @@ GET /replays/special/colon%3A.bin
 
 
 
-=== TEST 34: special/at@.bin
+=== TEST 34: key special/at@.bin
 --- request
 GET /s3
 --- more_headers
@@ -539,7 +541,7 @@ GET /replays/special/at%40.bin
 
 
 
-=== TEST 35: special/tilde~.bin
+=== TEST 35: key special/tilde~.bin
 --- request
 GET /s3
 --- more_headers
@@ -551,7 +553,7 @@ GET /replays/special/tilde~.bin
 
 
 
-=== TEST 36: special/pct%.bin
+=== TEST 36: key special/pct%.bin
 --- request
 GET /s3
 --- more_headers
@@ -563,7 +565,7 @@ GET /replays/special/pct%25.bin
 
 
 
-=== TEST 37: special/pct%20.bin
+=== TEST 37: key special/pct%20.bin
 --- request
 GET /s3
 --- more_headers
@@ -575,7 +577,7 @@ GET /replays/special/pct%2520.bin
 
 
 
-=== TEST 38: special/pct%2F.bin
+=== TEST 38: key special/pct%2F.bin
 --- request
 GET /s3
 --- more_headers
@@ -587,7 +589,7 @@ GET /replays/special/pct%252F.bin
 
 
 
-=== TEST 39: special/q?.bin
+=== TEST 39: key special/q?.bin
 --- request
 GET /s3
 --- more_headers
@@ -599,7 +601,7 @@ GET /replays/special/q%3F.bin
 
 
 
-=== TEST 40: special/hash#.bin
+=== TEST 40: key special/hash#.bin
 --- request
 GET /s3
 --- more_headers
@@ -611,7 +613,7 @@ GET /replays/special/hash%23.bin
 
 
 
-=== TEST 41: special/all !$&'()*+,;=:@~%?#.bin
+=== TEST 41: key special/all !$&'()*+,;=:@~%?#.bin
 --- request
 GET /s3
 --- more_headers
@@ -623,7 +625,7 @@ GET /replays/special/all%20%21%24%26%27%28%29%2A%2B%2C%3B%3D%3A%40~%25%3F%23.bin
 
 
 
-=== TEST 42: special/other "<>\^`{|}[].bin
+=== TEST 42: key special/other "<>\^`{|}[].bin
 --- request
 GET /s3
 --- more_headers
@@ -635,7 +637,7 @@ GET /replays/special/other%20%22%3C%3E%5C%5E%60%7B%7C%7D%5B%5D.bin
 
 
 
-=== TEST 43: special/café.bin
+=== TEST 43: key special/café.bin
 --- request
 GET /s3
 --- more_headers
@@ -647,7 +649,7 @@ GET /replays/special/caf%C3%A9.bin
 
 
 
-=== TEST 44: special/日本/リプレイ.bin
+=== TEST 44: key special/日本/リプレイ.bin
 --- request
 GET /s3
 --- more_headers
@@ -659,19 +661,19 @@ GET /replays/special/%E6%97%A5%E6%9C%AC/%E3%83%AA%E3%83%97%E3%83%AC%E3%82%A4.bin
 
 
 
-=== TEST 45: special/dots/../up.bin
+=== TEST 45: key special/dots/../up.bin: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: special/dots/../up.bin
---- response_body
-bucket=replays key=special/dots/../up.bin
---- s3_requests
-GET /replays/special/dots/../up.bin
+--- error_code: 404
+--- no_s3_request
+--- error_log
+replay: the object key "special/dots/../up.bin" has an empty, "." or ".." segment
 
 
 
-=== TEST 46: special/up.bin
+=== TEST 46: key special/up.bin
 --- request
 GET /s3
 --- more_headers
@@ -683,19 +685,19 @@ GET /replays/special/up.bin
 
 
 
-=== TEST 47: special/dot/./here.bin
+=== TEST 47: key special/dot/./here.bin: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: special/dot/./here.bin
---- response_body
-bucket=replays key=special/dot/./here.bin
---- s3_requests
-GET /replays/special/dot/./here.bin
+--- error_code: 404
+--- no_s3_request
+--- error_log
+replay: the object key "special/dot/./here.bin" has an empty, "." or ".." segment
 
 
 
-=== TEST 48: special/dot/here.bin
+=== TEST 48: key special/dot/here.bin
 --- request
 GET /s3
 --- more_headers
@@ -707,19 +709,19 @@ GET /replays/special/dot/here.bin
 
 
 
-=== TEST 49: special//double-slash.bin
+=== TEST 49: key special//double-slash.bin: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: special//double-slash.bin
---- response_body
-bucket=replays key=special//double-slash.bin
---- s3_requests
-GET /replays/special//double-slash.bin
+--- error_code: 404
+--- no_s3_request
+--- error_log
+replay: the object key "special//double-slash.bin" has an empty, "." or ".." segment
 
 
 
-=== TEST 50: special/double-slash.bin
+=== TEST 50: key special/double-slash.bin
 --- request
 GET /s3
 --- more_headers
@@ -731,19 +733,19 @@ GET /replays/special/double-slash.bin
 
 
 
-=== TEST 51: special/trailing/
+=== TEST 51: key special/trailing/: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: special/trailing/
---- response_body
-bucket=replays key=special/trailing/
---- s3_requests
-GET /replays/special/trailing/
+--- error_code: 404
+--- no_s3_request
+--- error_log
+replay: the object key "special/trailing/" has an empty, "." or ".." segment
 
 
 
-=== TEST 52: special/trailing
+=== TEST 52: key special/trailing
 --- request
 GET /s3
 --- more_headers
@@ -755,19 +757,19 @@ GET /replays/special/trailing
 
 
 
-=== TEST 53: /leading-slash.bin
+=== TEST 53: key /leading-slash.bin: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: /leading-slash.bin
---- response_body
-bucket=replays key=/leading-slash.bin
---- s3_requests
-GET /replays//leading-slash.bin
+--- error_code: 404
+--- no_s3_request
+--- error_log
+replay: the object key "/leading-slash.bin" has an empty, "." or ".." segment
 
 
 
-=== TEST 54: leading-slash.bin
+=== TEST 54: key leading-slash.bin
 --- request
 GET /s3
 --- more_headers
@@ -779,31 +781,31 @@ GET /replays/leading-slash.bin
 
 
 
-=== TEST 55: ../other/secret.txt
+=== TEST 55: key ../other/secret.txt: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: ../other/secret.txt
---- response_body
-bucket=replays key=../other/secret.txt
---- s3_requests
-GET /replays/../other/secret.txt
+--- error_code: 404
+--- no_s3_request
+--- error_log
+replay: the object key "../other/secret.txt" has an empty, "." or ".." segment
 
 
 
-=== TEST 56: /other/secret.txt
+=== TEST 56: key /other/secret.txt: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: /other/secret.txt
---- response_body
-bucket=replays key=/other/secret.txt
---- s3_requests
-GET /replays//other/secret.txt
+--- error_code: 404
+--- no_s3_request
+--- error_log
+replay: the object key "/other/secret.txt" has an empty, "." or ".." segment
 
 
 
-=== TEST 57: long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk... (1024 bytes)
+=== TEST 57: key long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk... (1024 bytes)
 --- request
 GET /s3
 --- more_headers
@@ -812,3 +814,4 @@ X-Key: long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk
 bucket=replays key=long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk
 --- s3_requests
 GET /replays/long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk
+

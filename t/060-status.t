@@ -89,7 +89,7 @@ __DATA__
 [
     qr/405/,
     qr/\Abucket=replays key=games\/1\/replay\.bin\n\z/,
-    qr/\A\z/,
+    qr/<title>404 Not Found<\/title>/,
     qr/^# TYPE replay_s3_first_byte_seconds histogram$/m,
 ]
 --- status_counters eval
