@@ -108,9 +108,9 @@ test-runner: deps
 	fi
 
 # Mutants of the module (t/mutants/*.mutant: no Authorization header, S3's
-# headers kept, a crash in the pool cleanup, a descriptor leaked, a counter
-# not moved): each must turn the .t files it names red (t/mutants/run,
-# about 4 minutes).  MUTANTS="fd-leak" runs some only.
+# headers not filtered, a crash in the pool cleanup, a descriptor leaked,
+# a counter not moved): each must turn the .t files it names red
+# (t/mutants/run, about 5 minutes).  MUTANTS="fd-leak" runs some only.
 test-mutants: module unit
 	bash t/mutants/run $(MUTANTS)
 

@@ -398,6 +398,8 @@ ReplayTest::fixture('games/1/replay.bin')
 --- s3_requests eval
 [map { "GET /replays/$main::pool_keys{$_}" }
  grep { defined $main::pool_keys{$_} } @main::pool_ids, 1]
+--- error_log
+has an empty, "." or ".." segment
 
 
 

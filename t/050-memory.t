@@ -98,11 +98,11 @@ sub memory_adds_up {
         Time::HiRes::sleep(0.05);
     }
 
-    my ($name) = $block->name =~ /\b(TEST \d+):/;
+    my $name = $block->name;
     my @mem = logged_memory();
 
-    Test::More::is($peak, $sum, "$name: the peak is what was counted");
-    Test::More::is($mem[-1], $sum, "$name: \$replay_memory is the peak");
+    Test::More::is($peak, $sum, "$name - the peak is what was counted");
+    Test::More::is($mem[-1], $sum, "$name - \$replay_memory is the peak");
 }
 
 
