@@ -529,11 +529,11 @@ sub check_counters {
 # helpers for the test files
 
 # Returns once nginx accepts connections (under valgrind it takes a while
-# to start).
+# to start: up to a minute on a busy machine).
 sub wait_for_nginx {
     require IO::Socket::INET;
 
-    for (1 .. 200) {
+    for (1 .. ($ENV{TEST_NGINX_USE_VALGRIND} ? 1200 : 200)) {
         my $sock = IO::Socket::INET->new(
             PeerAddr => '127.0.0.1',
             PeerPort => $Test::Nginx::Util::ServerPortForClient);
@@ -541,7 +541,7 @@ sub wait_for_nginx {
         Time::HiRes::sleep(0.05);
     }
 
-    die "nginx does not accept connections after 10 s\n";
+    die "nginx does not accept connections\n";
 }
 
 # Runs a GET in a process of its own, left to run while the block goes on
@@ -609,6 +609,8 @@ sub leave_after {
     my ($path, $secs) = @_;
 
     require IO::Socket::INET;
+
+    wait_for_nginx();
 
     my $sock = IO::Socket::INET->new(
         PeerAddr => '127.0.0.1',
@@ -763,6 +765,8 @@ sub get_concurrently {
     my $dir = File::Temp::tempdir(CLEANUP => 1);
     my @pids;
 
+    wait_for_nginx();
+
     for my $i (0 .. $#$paths) {
         my $pid = fork;
         die "fork: $!" unless defined $pid;
@@ -821,6 +825,8 @@ sub open_request {
     my ($path, $extra) = @_;
 
     require IO::Socket::INET;
+
+    wait_for_nginx();
 
     my $sock = IO::Socket::INET->new(
         PeerAddr => '127.0.0.1',
