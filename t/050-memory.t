@@ -402,6 +402,7 @@ ReplayTest::in_background('/hold?s=1');
 ReplayTest::leave_after('/hold?s=0', 0.3);
 --- request
 GET /hold?s=0
+--- timeout: 10
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
 --- s3_requests

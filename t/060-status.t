@@ -664,7 +664,7 @@ qr/^db=\d+\.\d{3} sign=\d+\.\d{6} s3=\d+\.\d{3}$/
     Test::More::cmp_ok($t->{db}, '>=', 0.020, 'TEST 17: db >= the 20 ms sleep');
     Test::More::cmp_ok($t->{s3}, '>=', 0.100, 'TEST 17: s3 >= the 100 ms wait');
     Test::More::cmp_ok($t->{sign}, '>', 0, 'TEST 17: sign > 0');
-    Test::More::cmp_ok($t->{sign}, '<', 0.05, 'TEST 17: sign < 50 ms');
+    Test::More::cmp_ok($t->{sign}, '<', 1, 'TEST 17: sign < 1 s');
 }]
 
 
