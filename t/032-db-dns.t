@@ -35,15 +35,7 @@ sub delay {
 }
 
 # how many queries for a name the slow forwarder has relayed
-sub queries {
-    my ($name) = @_;
-
-    open my $fh, '<', $ENV{TEST_NGINX_DNS_QUERY_LOG} or die $!;
-    my $n = grep { / \Q$name\E$/ } <$fh>;
-    close $fh;
-
-    return $n;
-}
+sub queries { ReplayTest::dns_queries(@_) }
 
 # one GET on a new connection: [status, seconds from the connection on]
 sub timed_get {
