@@ -515,6 +515,7 @@ qr/^\/game\/1 200 mem=\d+ bound=\d+ db=\d+\.\d{3}$/
 GET /s3
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
+--- timeout: 10
 
 
 
@@ -547,6 +548,7 @@ ReplayTest::fixture('games/1/replay.bin')
 GET /s3
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
+--- timeout: 10
 
 
 
@@ -709,6 +711,7 @@ qr/replay: the request holds \d+ bytes after the lookup, past replay_memory_limi
 GET /t
 --- response_body
 ok
+--- timeout: 10
 
 
 
