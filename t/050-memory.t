@@ -107,9 +107,11 @@ my %after = (
                        && $r->{bound} <= 75776 && $r->{mem} > 75776,
                        "TEST 12: stopped at $r->{mem} bytes, bound "
                        . "$r->{bound}, replay_memory_limit 75776");
-        Test::More::is(scalar(grep { /past replay_memory_limit/ }
-                              log_file('error.log')), 1,
-                       'TEST 12: one log line');
+        my @lines = grep { /past replay_memory_limit/ } log_file('error.log');
+        Test::More::is(scalar @lines, 1, 'TEST 12: one log line');
+        Test::More::like($lines[0] // '',
+                         qr/replay: the request holds \d+ bytes at S3's header, past replay_memory_limit 75776: its buffers grew by \d+ \(pool \d+, buffers \d+, row 0, TLS 0\)/,
+                         'TEST 12: the buffers grew');
     },
     13 => sub {
         my @r = logged();
@@ -647,11 +649,16 @@ qr/replay: the key query's row needs \d+ bytes, replay_memory_limit 32768 leaves
         replay_memory_limit    74k;
         access_log             logs/access.log mem;
     }
---- request
-GET /s3
---- error_code: 500
---- error_log eval
-qr/replay: the request holds \d+ bytes at S3's header, past replay_memory_limit 75776: its buffers grew by \d+ \(pool \d+, buffers \d+, row 0, TLS 0\)/
+
+    location = /status {
+        replay_status;
+    }
+--- request eval
+["GET /s3", "GET /status"]
+--- error_code eval
+[500, 200]
+--- response_body_like eval
+[qr/500 Internal Server Error/, qr/^replay_requests_total\{outcome="memory_limit"\} 1$/m]
 
 
 
