@@ -3,8 +3,9 @@
 
 The memory scenario of bench/run (RESULTS_DIR/mem.jsonl, info.json) as a
 section of OUT_MD: put between its markers when OUT_MD has them, else
-before its "## Caveats", else at its end.  The rest of OUT_MD is left as
-it is, so that a run of the memory scenario alone updates only this.
+before its "## Caveats", else at its end; and its row of the "Targets"
+table.  The rest of OUT_MD is left as it is, so that a run of the memory
+scenario alone updates only these.
 Standard library only.
 """
 
@@ -20,6 +21,7 @@ BEGIN = ("<!-- replay-memory: begin (bench/memreport.py; "
 END = "<!-- replay-memory: end -->"
 KINDS = ["pool", "buffers", "row", "tls"]
 TARGET = 0.20
+ROW = "| issue #15:"
 
 
 def med(xs):
@@ -181,6 +183,45 @@ def section(rows, info):
     return "\n".join(L) + "\n"
 
 
+def target_row(rows, info):
+    """The scenario's row of the report's "Targets" table."""
+    S = [(p, stats(rows, p)) for p in ("http", "https")]
+    S = [(p, s) for p, s in S if s]
+    met = all(s["met"] for p, s in S)
+    return ("%s Σ `$replay_memory` of %d slow 50 MiB downloads in flight "
+            "within 20 %% of the workers' RSS growth, %s "
+            "([(c)](#c-replay_memory-against-the-workers-resident-memory), "
+            "measured %s) | %s | **%s** |" % (
+                ROW, S[0][1]["clients"], " and ".join(p.upper() for p, s in S),
+                info.get("date", "?"),
+                " / ".join("%s %s vs %s = **%+.1f %%**" % (
+                    p.upper(), mib(s["memory"]), mib(s["rss"]),
+                    100 * s["diff"]) for p, s in S),
+                "met" if met else "NOT met"))
+
+
+def splice_row(text, row):
+    """Puts the row in the "Targets" table, in place of its last one."""
+    lines = text.split("\n")
+    try:
+        t = lines.index("## Targets")
+    except ValueError:
+        return text
+    for i in range(t, len(lines)):
+        if lines[i].startswith(ROW):
+            lines[i] = row
+            return "\n".join(lines)
+    last = None
+    for i in range(t + 1, len(lines)):
+        if lines[i].startswith("## "):
+            break
+        if lines[i].startswith("|"):
+            last = i
+    if last is not None:
+        lines.insert(last + 1, row)
+    return "\n".join(lines)
+
+
 def splice(text, sec):
     if BEGIN.split(" (")[0] in text and END in text:
         a = text.index(BEGIN.split(" (")[0])
@@ -204,7 +245,7 @@ def main():
     if not text:
         text = "# Benchmarks\n"
     with open(OUT, "w") as f:
-        f.write(splice(text, sec))
+        f.write(splice_row(splice(text, sec), target_row(rows, info)))
 
 
 main()
