@@ -17,7 +17,7 @@
 #include "ngx_http_replay_module.h"
 #include "ngx_http_replay_s3.h"
 #include "ngx_http_replay_stream.h"
-#include "ngx_http_replay_db.h"
+#include "ngx_http_replay_lookup.h"
 #include "ngx_http_replay_memory.h"
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_cache.h"
