@@ -17,7 +17,7 @@
 #include "ngx_http_replay_module.h"
 #include "ngx_http_replay_s3.h"
 #include "ngx_http_replay_stream.h"
-#include "ngx_http_replay_db.h"
+#include "ngx_http_replay_lookup.h"
 #include "ngx_http_replay_memory.h"
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_cache.h"
@@ -82,7 +82,7 @@ static ngx_conf_post_t  ngx_http_replay_expires_post =
 static ngx_command_t  ngx_http_replay_commands[] = {
 
     { ngx_string("replay_s3_endpoint"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_replay_s3_endpoint,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -324,6 +324,13 @@ ngx_http_replay_handler(ngx_http_request_t *r)
             rc = ngx_http_replay_check_key(r, ctx, rlcf);
         }
 
+        if (rc == NGX_OK
+            && ngx_http_replay_mem_measure(r, ctx, NGX_HTTP_REPLAY_MEM_LOOKUP)
+               != NGX_OK)
+        {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         if (rc != NGX_OK) {
             return ngx_http_replay_end(r, ctx, rc);
         }
@@ -369,6 +376,13 @@ ngx_http_replay_content_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    if (ctx == NULL || ctx->proxy_handler == NULL) {
+        /* the phase handler set it: nothing else can get here */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "replay: content handler without a prepared request");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     log = r->connection->log;
     level = log->log_level;
@@ -418,12 +432,12 @@ ngx_http_replay_create_ctx(ngx_http_request_t *r)
 
     ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_IN_FLIGHT, 1);
 
-    if (ngx_http_replay_mem_add(r, ctx, sizeof(ngx_http_replay_ctx_t),
-                                "context")
-        != NGX_OK)
-    {
+    if (ngx_http_replay_mem_start(r, ctx) != NGX_OK) {
         return NULL;
     }
+
+    (void) ngx_http_replay_mem_add(r, ctx, sizeof(ngx_http_replay_ctx_t),
+                                   "context");
 
     return ctx;
 }
@@ -480,11 +494,7 @@ ngx_http_replay_resolve_key(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ctx->key.len <= NGX_HTTP_REPLAY_MAX_KEY
-        && ngx_http_replay_mem_add(r, ctx, ctx->key.len, "key") != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    (void) ngx_http_replay_mem_add(r, ctx, ctx->key.len, "key");
 
     return NGX_OK;
 }
@@ -696,6 +706,7 @@ static ngx_int_t
 ngx_http_replay_preconfiguration(ngx_conf_t *cf)
 {
     if (ngx_http_replay_s3_add_variables(cf) != NGX_OK
+        || ngx_http_replay_stream_add_variables(cf) != NGX_OK
         || ngx_http_replay_mem_add_variables(cf) != NGX_OK
         || ngx_http_replay_cache_add_variables(cf) != NGX_OK)
     {
@@ -748,6 +759,7 @@ ngx_http_replay_create_main_conf(ngx_conf_t *cf)
      *     rmcf->nwaiting = 0;
      *     rmcf->status = 0;
      *     rmcf->stats = NULL;
+     *     rmcf->dbs = NULL;
      */
 
     rmcf->budget_queue = NGX_CONF_UNSET_UINT;
@@ -792,10 +804,10 @@ ngx_http_replay_create_loc_conf(ngx_conf_t *cf)
      *     conf->key = NULL;
      *     conf->db = NULL;
      *     conf->query = NULL;
-     *     conf->dbs = NULL;
      *     conf->host = { 0, NULL };
      *     conf->path_prefix = { 0, NULL };
      *     conf->memory_need = 0;
+     *     conf->status_loc = NULL;
      */
 
     conf->addressing = NGX_CONF_UNSET_UINT;
@@ -831,6 +843,8 @@ ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->scheme = prev->scheme;
         conf->endpoint_host = prev->endpoint_host;
         conf->peer = prev->peer;
+        conf->peer_name = prev->peer_name;
+        conf->status_loc = prev->status_loc;
 
         if (conf->key == NULL && conf->query == NULL) {
             conf->key = prev->key;
@@ -869,8 +883,9 @@ ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 /*
- * "replay_s3_endpoint URL [ssl_verify=on|off] [ssl_trusted_certificate=FILE]":
- * the location's content handler becomes proxy_pass's, set up here.
+ * "replay_s3_endpoint URL [keepalive=N] [ssl_verify=on|off]
+ * [ssl_trusted_certificate=FILE]": the location's content handler becomes
+ * proxy_pass's, set up here.
  */
 
 static char *
@@ -878,8 +893,9 @@ ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_replay_loc_conf_t *rlcf = conf;
 
+    ngx_int_t                     n;
     ngx_str_t                    *value, ca;
-    ngx_uint_t                    i, verify;
+    ngx_uint_t                    i, verify, keepalive;
 
     if (rlcf->endpoint.len) {
         return "is duplicate";
@@ -894,9 +910,21 @@ ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     verify = 1;
+    keepalive = 32;
     ngx_str_null(&ca);
 
     for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "keepalive=", 10) == 0) {
+            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
+
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            keepalive = n;
+            continue;
+        }
 
         if (ngx_strcmp(value[i].data, "ssl_verify=on") == 0) {
             verify = 1;
@@ -916,9 +944,7 @@ ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
+        goto invalid;
     }
 
     if ((!verify || ca.len) && rlcf->scheme.len != 5) {
@@ -929,7 +955,21 @@ ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    return ngx_http_replay_stream_wire_proxy(cf, rlcf, verify, &ca);
+    /* its gauges in replay_status */
+    rlcf->status_loc = ngx_http_replay_status_location(cf);
+    if (rlcf->status_loc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_replay_stream_wire_proxy(cf, rlcf, keepalive, verify,
+                                             &ca);
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+
+    return NGX_CONF_ERROR;
 }
 
 

@@ -491,7 +491,7 @@ sub prometheus {
             next;
         }
 
-        if ($line =~ /^(([a-z0-9_]+?)(?:_bucket|_sum|_count)?(?:\{[a-z_]+="[^"]*"\})?) (\d+(?:\.\d+)?)$/
+        if ($line =~ /^(([a-z0-9_]+?)(?:_bucket|_sum|_count)?(?:\{[a-z_]+="(?:[^"\\]|\\.)*"(?:,[a-z_]+="(?:[^"\\]|\\.)*")*\})?) (\d+(?:\.\d+)?)$/
             && ($typed{$2} || $typed{$1}))
         {
             $samples{$1} = $3;
@@ -874,6 +874,33 @@ sub read_response {
     my ($head, $body) = split /\r\n\r\n/, $buf, 2;
 
     return ($head // '', $body // '');
+}
+
+# Column N (from 0, split on white space) of every line of FILE, relative
+# to the server root.
+sub log_column {
+    my ($file, $n) = @_;
+
+    my $path = Test::Nginx::Util::server_root() . "/$file";
+
+    open my $fh, '<', $path or die "$path: $!\n";
+    my @col = map { (split ' ', $_)[$n] } <$fh>;
+    close $fh;
+
+    return @col;
+}
+
+# How many queries for NAME the suite's DNS forwarder has relayed
+# (t/services/dns-delay.py's log).
+sub dns_queries {
+    my ($name) = @_;
+
+    open my $fh, '<', $ENV{TEST_NGINX_DNS_QUERY_LOG}
+        or die "$ENV{TEST_NGINX_DNS_QUERY_LOG}: $!\n";
+    my $n = grep { / \Q$name\E$/ } <$fh>;
+    close $fh;
+
+    return $n;
 }
 
 # Waits up to $timeout seconds for a line of FILE (relative to the server
