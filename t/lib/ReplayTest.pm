@@ -321,6 +321,9 @@ sub check_nginx {
 #   METHOD URL [Range: SPEC] [signed|presigned|anonymous] [key=ID]
 #              [-> STATUS [CODE]]
 #
+# With "eval", the section may also be a sub giving the lines when the
+# block is over, for what depends on how the block went.
+#
 # URL is the request target as sent (percent-encoded as on the wire); for a
 # presigned request, its path (the query is checked to be a presigned one).
 # "signed" (the default) is an Authorization: AWS4-HMAC-SHA256 header;
@@ -440,6 +443,7 @@ sub check_s3_requests {
     }
 
     my $want = $block->s3_requests;
+    $want = [$want->()] if ref $want eq 'CODE';
     my @lines = ref $want eq 'ARRAY' ? @$want : split /\n/, $want // '';
     @lines = grep { /\S/ && !/^\s*#/ } @lines;
 
