@@ -45,6 +45,31 @@ BEGIN {
              8 => 'games/8/notes.txt');
 }
 
+# the objects S3 was asked for during the block: each id answered 200
+our %served;
+
+# GETs the paths at once (ReplayTest::get_parallel), noting what was served
+sub get_parallel {
+    my ($paths) = @_;
+    my @res = ReplayTest::get_parallel($paths);
+
+    for my $i (0 .. $#$paths) {
+        my ($id) = $paths->[$i] =~ m{/(\w+)$};
+        $served{$id}++ if $res[$i][0] == 200 && $main::keys{$id};
+    }
+
+    return @res;
+}
+
+# "--- s3_requests eval": what was served, and the block's own request;
+# for the next block, nothing yet
+sub s3_served {
+    my @lines = map { ("GET /replays/$main::keys{$_}") x $served{$_} }
+                    keys %served;
+    %served = ();
+    return (@lines, map { "GET /replays/$main::keys{$_}" } @_);
+}
+
 # the counters of replay_status, flattened: {"name" or "name{value}" => n}
 sub counters {
     my ($sock) = ReplayTest::open_request('/status?format=json');
@@ -70,7 +95,7 @@ sub counters {
 # statuses of the others
 sub check_all {
     my @paths = @_;
-    my @res = ReplayTest::get_parallel(\@paths);
+    my @res = get_parallel(\@paths);
     my ($ok, @other) = (0);
 
     for my $i (0 .. $#paths) {
@@ -104,8 +129,12 @@ sub load {
     close $fh;
 
     my %codes;
-    $codes{$_}++ for split ' ',
-        `curl -s --no-progress-meter -Z --parallel-max $par -w '%{http_code}\\n' -K '$file' 2>/dev/null`;
+
+    for (split /\n/, `curl -s --no-progress-meter -Z --parallel-max $par -w '%{http_code} %{url}\\n' -K '$file' 2>/dev/null`) {
+        my ($code, $id) = m{^(\d+) .*/(\w+)$} or next;
+        $codes{$code}++;
+        $served{$id}++ if $code == 200;
+    }
 
     return \%codes;
 }
@@ -205,6 +234,8 @@ Test::More::is(ReplayTest::psql("SELECT count(*) FROM pg_stat_activity WHERE app
                '2', 'TEST 1: on two connections');
 --- request
 GET /game/2
+--- s3_requests eval
+sub { main::s3_served(2) }
 --- response_body eval
 ReplayTest::fixture('games/2/replay.bin')
 --- no_error_log
@@ -223,6 +254,8 @@ Test::More::is($ok, 30, 'TEST 2: 30 of 30 answered with their object') or Test::
 Test::More::is("$queries $batches", '30 30', 'TEST 2: 30 queries in 30 writes');
 --- request
 GET /one/8
+--- s3_requests eval
+sub { main::s3_served(8) }
 --- response_body eval
 ReplayTest::fixture('games/8/notes.txt')
 
@@ -236,7 +269,7 @@ my @paths = map { '/batch/' . (1, 2, 8)[$_ % 3] } 1 .. 30;
 splice @paths, 10, 0, '/batch/13';
 splice @paths, 20, 0, '/batch/x13';
 my $before = main::counters();
-my @res = ReplayTest::get_parallel(\@paths);
+my @res = main::get_parallel(\@paths);
 my $after = main::counters();
 my ($ok, %bad) = (0);
 for my $i (0 .. $#paths) {
@@ -253,6 +286,8 @@ Test::More::is("$bad{13} $bad{x13}", '500 400', 'TEST 3: 500 for the division by
 Test::More::ok($batches < 32, "TEST 3: 32 queries in $batches writes");
 --- request
 GET /game/1
+--- s3_requests eval
+sub { main::s3_served(1) }
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
 --- error_log
@@ -269,7 +304,7 @@ starts on it.
 my $t0 = Time::HiRes::time();
 my @paths = ('/slow/99', map { '/slow/' . (1, 2, 8)[$_ % 3] } 1 .. 10);
 @paths = (@paths[1 .. 5], $paths[0], @paths[6 .. 10]);
-my @res = ReplayTest::get_parallel(\@paths);
+my @res = main::get_parallel(\@paths);
 my $took = Time::HiRes::time() - $t0;
 my ($ok, $slow) = (0, '');
 for my $i (0 .. $#paths) {
@@ -292,6 +327,8 @@ for (1 .. 50) {
 Test::More::is($left, '0', 'TEST 4: the slow query was cancelled on the server');
 --- request
 GET /slow/2
+--- s3_requests eval
+sub { main::s3_served(2) }
 --- response_body eval
 ReplayTest::fixture('games/2/replay.bin')
 --- error_log
@@ -303,7 +340,7 @@ replay: database query timed out after 500 ms
 --- init
 my @paths = map { '/rows/' . (1, 2, 8)[$_ % 3] } 1 .. 12;
 splice @paths, 4, 0, '/rows/999';
-my @res = ReplayTest::get_parallel(\@paths);
+my @res = main::get_parallel(\@paths);
 my ($ok, $many) = (0, '');
 for my $i (0 .. $#paths) {
     my ($id) = $paths[$i] =~ m{/(\w+)$};
@@ -317,6 +354,8 @@ Test::More::is($many, 500, 'TEST 5: 500 for the query of many rows');
 Test::More::is($ok, 12, 'TEST 5: the twelve others answered with their object');
 --- request
 GET /rows/8
+--- s3_requests eval
+sub { main::s3_served(8) }
 --- response_body eval
 ReplayTest::fixture('games/8/notes.txt')
 --- error_log
@@ -344,5 +383,7 @@ Test::More::cmp_ok($on1 - $on0, '<', $off1 - $off0,
                            $on1 - $on0, $off1 - $off0));
 --- request
 GET /game/1
+--- s3_requests eval
+sub { main::s3_served(1) }
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
