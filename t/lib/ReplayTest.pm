@@ -263,14 +263,15 @@ sub reload {
     die "reload: no new worker, or the old one stays\n";
 }
 
-# After a block: nginx and its one worker are still there, no worker died
-# or was started anew.  Under valgrind nginx has been stopped already: the
+# After a block: nginx and its one worker (or the file's workers(N)) are
+# still there, no worker died or was started anew.  Under valgrind nginx has been stopped already: the
 # log is read all the same.
 sub check_nginx {
     my ($block) = @_;
 
     my $name = $block->name;
     my $log = Test::Nginx::Util::server_root() . '/logs/error.log';
+    my $workers = Test::Nginx::Util::workers() || 1;  # a file's workers(N)
     my @problems;
 
     if (!$ENV{TEST_NGINX_USE_VALGRIND}) {
@@ -287,8 +288,9 @@ sub check_nginx {
             my @live = worker_pids();
 
             push @problems, "a worker process died: pid @dead" if @dead;
-            push @problems, "nginx has " . @live . " live workers, not 1"
-                unless @live == 1;
+            push @problems, "nginx has " . @live . " live workers, not "
+                            . $workers
+                unless @live == $workers;
         }
     }
 
@@ -299,14 +301,15 @@ sub check_nginx {
     push @problems, map { "error.log: $_" } @signals;
 
     # (a log level above notice does not show the starts)
-    if (@starts && @starts != 1 + $reloads) {
+    if (@starts && @starts != $workers * (1 + $reloads)) {
         push @problems, "nginx started " . @starts . " workers, expected "
-                        . (1 + $reloads) . " (a worker died and was "
-                        . "replaced?)";
+                        . ($workers * (1 + $reloads)) . " (a worker died "
+                        . "and was replaced?)";
     }
 
-    Test::More::ok(!@problems, "$name - nginx and its one worker lived "
-                               . "through the block")
+    Test::More::ok(!@problems, "$name - nginx and its "
+                               . ($workers == 1 ? "one worker" : "workers")
+                               . " lived through the block")
         or Test::More::diag(join "\n", @problems);
 }
 
