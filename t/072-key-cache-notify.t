@@ -37,7 +37,7 @@ sub wait_listening {
 
     my $count = '';
 
-    for (1 .. 100) {
+    for (1 .. ($ENV{TEST_NGINX_USE_VALGRIND} ? 1200 : 200)) {
         $count = ReplayTest::psql(
             "SELECT count(*) FROM pg_stat_activity"
             . " WHERE query = 'LISTEN $channel' AND state = 'idle'");
@@ -133,6 +133,7 @@ is not dropped.
 --- init
 main::reset_rows();
 @main::s3 = ();
+ReplayTest::wait_for_nginx();
 --- request
 GET /t
 --- response_body

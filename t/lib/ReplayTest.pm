@@ -990,6 +990,8 @@ sub get_parallel {
 
     require File::Temp;
 
+    wait_for_nginx();
+
     my $dir = File::Temp::tempdir(CLEANUP => 1);
     my $port = $Test::Nginx::Util::ServerPortForClient;
 
