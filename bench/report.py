@@ -668,6 +668,41 @@ def analysis(L, S, hot, cold, info):
             "and gets %.2f of the module's requests/s at %.1f µs of CPU per "
             "request (thread per connection, blocking I/O, a copy through a heap "
             "buffer)." % (b["rps"] / m["rps"], b["srv"]))
+    if "module" in S and "onebyone" in S:
+        m, o = S["module"], S["onebyone"]
+        notes.append(
+            "Batched lookups (3) against one at a time (3o), same pool size, "
+            "same run: %.0f vs %.0f requests/s, PostgreSQL CPU %.1f vs %.1f µs "
+            "per lookup, nginx CPU %.1f vs %.1f µs per request. A batch costs "
+            "the server one wake-up and one read for many queries; one at a "
+            "time, each query waits for the previous one's answer on its "
+            "connection, so at 50 connections most lookups queue."
+            % (m["rps"], o["rps"], m["db"], o["db"], m["srv"], o["srv"]))
+    if "default" in S and "proxy" in S:
+        d, p = S["default"], S["proxy"]
+        notes.append(
+            "The default configuration (3d: the endpoint's URL, no `upstream` "
+            "block, key fixed) keeps its connections to the origin (the "
+            "module's own `keepalive=32`): %.2f of `proxy_pass` with its "
+            "keep-alive upstream, at %.1f vs %.1f µs of nginx CPU per request "
+            "(the signature is the difference)."
+            % (d["rps"] / p["rps"], d["srv"], p["srv"]))
+    if "stale" in S:
+        st = S["stale"]
+        notes.append(
+            "With PostgreSQL stopped (3s) every request still tries the "
+            "database (a refused connection), logs it, and is served its "
+            "expired entry: %.0f requests/s, %.1f µs of nginx CPU per request."
+            % (st["rps"], st["srv"]))
+    for conc in (1, 16):
+        c, o = L.get(("pcache", conc)), L.get(("ceiling", conc))
+        if c and o:
+            notes.append(
+                "`proxy_cache` hits, 50 MiB, %d concurrent (3p): %.0f MiB/s "
+                "against the origin's own %.0f (both `sendfile` from the page "
+                "cache); each hit still runs its lookup (the cache key is the "
+                "object's), once per 50 MiB."
+                % (conc, c["mib"], o["mib"]))
     for conc in (1, 16, 20):
         m, b = L.get(("module", conc)), L.get(("baseline", conc))
         if m and b:
