@@ -317,7 +317,9 @@ for my $i (0 .. $#paths) {
 }
 Test::More::is($slow, 504, 'TEST 4: the slow one is a 504');
 Test::More::is($ok, 10, 'TEST 4: the ten others answered with their object');
-Test::More::ok($took < 3, sprintf('TEST 4: all within %.2f s (the sleep was 5 s)', $took));
+# valgrind's pace: the ten take seconds, the slow one's 5 s are not waited
+Test::More::ok($took < ($ENV{TEST_NGINX_USE_VALGRIND} ? 20 : 3),
+               sprintf('TEST 4: all within %.2f s (the sleep was 5 s)', $took));
 my $left = '';
 for (1 .. 50) {
     $left = ReplayTest::psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%t036-slow%' AND pid <> pg_backend_pid()");
@@ -367,6 +369,9 @@ replay: the key query returned more than one row
 The same 1,500 lookups, 50 at once, on two connections each way; the CPU
 of the backends (utime + stime from /proc).
 --- init
+SKIP: {
+Test::More::skip('TEST 6: CPU under valgrind means little', 4)
+    if $ENV{TEST_NGINX_USE_VALGRIND};
 main::load('/game/', 60, 50);
 main::load('/one/', 60, 50);
 my ($on0) = main::backend_ticks('t036');
@@ -381,6 +386,7 @@ Test::More::is("$non $noff", '2 2', 'TEST 6: two connections each');
 Test::More::cmp_ok($on1 - $on0, '<', $off1 - $off0,
                    sprintf('TEST 6: backend CPU %d ticks in batches, %d one at a time',
                            $on1 - $on0, $off1 - $off0));
+}
 --- request
 GET /game/1
 --- s3_requests eval

@@ -111,7 +111,9 @@ is not dropped.
 
         replay_s3_bucket       replays;
         replay_s3_credentials  env;
-        replay_db              "$TEST_NGINX_PG_DSN application_name=t072";
+        # (valgrind takes seconds to connect at start)
+        replay_db              "$TEST_NGINX_PG_DSN application_name=t072"
+                               connect_timeout=20s;
         replay_key_cache       notify_keys:1m valid=1h notify=replay_keys;
 
         location ~ ^/c/(.*)$ {
@@ -141,6 +143,9 @@ ok
 --- after_request eval
 [sub {
     main::wait_listening('replay_keys', 2);
+    Test::More::ok(ReplayTest::wait_for_line('logs/error.log',
+                       qr/\[info\] .*replay: listening on channel "replay_keys"/, 30),
+                   'TEST 1: "listening on channel" logged');
 
     # filled: then every answer a HIT of the old object, on both workers
     my $old = ReplayTest::fixture('games/1/replay.bin');
@@ -171,8 +176,10 @@ ok
     my @all = map { @$_ } values %$after;
     Test::More::is(scalar(grep { $_->[1] eq $new } @all), scalar @all,
                    'TEST 1: then both workers serve the new object (' . scalar(keys %$after) . ' workers, ' . @all . ' requests)');
-    Test::More::is(scalar(grep { $_->[0] eq 'HIT' } @all), scalar @all,
-                   'TEST 1: from the cache again');
+    # (the other worker's copy of the NOTIFY may come after the first
+    # answer refilled the entry, and drop it once more)
+    Test::More::cmp_ok(scalar(grep { $_->[0] ne 'HIT' } @all), '<=', 1,
+                       'TEST 1: from the cache again');
 
     my $b = main::get_one('/c/b');
     Test::More::is("$b->[1] " . ($b->[2] eq $new ? 'games/2' : 'other'), 'HIT games/2',
@@ -182,8 +189,6 @@ ok
     Test::More::like($status, qr/^replay_key_cache_notify_drops_total [12]$/m,
                      'TEST 1: one entry dropped by a NOTIFY');
  }]
---- error_log eval
-[qr/\[info\] .*replay: listening on channel "replay_keys"/]
 --- log_level: info
 --- s3_requests eval
 sub { @main::s3 }
