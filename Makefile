@@ -62,8 +62,14 @@ $(BUILD)/sigv4_driver: t/unit/sigv4_driver.c ngx_replay_module/ngx_http_replay_s
 
 sigv4-driver: $(BUILD)/sigv4_driver
 
-unit: $(BUILD)/sigv4_test $(BUILD)/sigv4_driver fuzz-replay
+# the credential services' answer readers: no nginx needed either
+$(BUILD)/creds_parse_test: t/unit/creds_parse_test.c ngx_replay_module/ngx_http_replay_creds_parse.c ngx_replay_module/ngx_http_replay_creds_parse.h
+	@mkdir -p $(BUILD)
+	$(CC) $(UNIT_CFLAGS) -o $@ t/unit/creds_parse_test.c ngx_replay_module/ngx_http_replay_creds_parse.c
+
+unit: $(BUILD)/sigv4_test $(BUILD)/sigv4_driver $(BUILD)/creds_parse_test fuzz-replay
 	$(BUILD)/sigv4_test
+	$(BUILD)/creds_parse_test
 	sh t/unit/driver_test.sh $(BUILD)/sigv4_driver
 
 # The fuzz targets' seed corpora and the inputs that once crashed them
