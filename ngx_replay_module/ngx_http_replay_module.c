@@ -21,6 +21,7 @@
 #include "ngx_http_replay_memory.h"
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_cache.h"
+#include "ngx_http_replay_creds.h"
 
 
 static ngx_int_t ngx_http_replay_handler(ngx_http_request_t *r);
@@ -96,8 +97,8 @@ static ngx_command_t  ngx_http_replay_commands[] = {
       &ngx_http_replay_addressing },
 
     { ngx_string("replay_s3_credentials"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_replay_s3_credentials,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_replay_creds,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },

@@ -13,6 +13,7 @@
 
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_memory.h"
+#include "ngx_http_replay_creds.h"
 
 
 #define NGX_HTTP_REPLAY_STATUS_ZONE_PAGES  8
@@ -533,7 +534,8 @@ ngx_http_replay_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    size = ngx_http_replay_status_size();
+    size = ngx_http_replay_status_size()
+           + ngx_http_replay_creds_status_size();
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -546,6 +548,7 @@ ngx_http_replay_status_handler(ngx_http_request_t *r)
 
     } else {
         b->last = ngx_http_replay_status_prometheus(b->last, st);
+        b->last = ngx_http_replay_creds_prometheus(b->last);
         ngx_str_set(&r->headers_out.content_type,
                     "text/plain; version=0.0.4; charset=utf-8");
     }
@@ -701,9 +704,14 @@ ngx_http_replay_status_json(u_char *p, ngx_atomic_t *st)
 
     sum = st[NGX_HTTP_REPLAY_ST_S3_TTFB_SUM];
 
-    p = ngx_sprintf(p, "},\"sum\":%uA.%06uA,\"count\":%uA}}\n",
+    p = ngx_sprintf(p, "},\"sum\":%uA.%06uA,\"count\":%uA}",
                     sum / 1000000, sum % 1000000,
                     st[NGX_HTTP_REPLAY_ST_S3_TTFB_COUNT]);
+
+    p = ngx_http_replay_creds_json(p);
+
+    *p++ = '}';
+    *p++ = '\n';
 
     return p;
 }
