@@ -1,0 +1,372 @@
+package AwsCreds;
+
+# The suite's AWS credential endpoints (t/services/aws/) for the .t files
+# and the reliability scenarios: started before the tests (on free ports,
+# getting their key pairs from the S3 server of t/services/up), driven
+# through their control API, stopped at the end.
+#
+#   use AwsCreds;
+#   AwsCreds::start('imds');        # sets $ENV{TEST_NGINX_IMDS_URL}
+#   AwsCreds::control('imds', reset => 1, ttl => 8);
+#   my @reqs = AwsCreds::requests('imds');
+#
+# Kinds: imds, container, sts (HTTPS, with a certificate of the CA that
+# make-ca writes to $ENV{TEST_NGINX_AWS_CA_DIR}: ca.pem), and sts with
+# cert => 'wrong-name' or 'rogue' under another name.
+
+use strict;
+use warnings;
+
+use File::Temp ();
+use Test::Nginx::Socket ();
+use JSON::PP ();
+use POSIX ();
+
+my $ROOT = do {
+    (my $d = __FILE__) =~ s{/t/lib/AwsCreds\.pm$}{};
+    $d = '.' if $d eq __FILE__;
+    $d;
+};
+
+my $PARENT = $$;
+my (%SVC, @KIDS, $CA_DIR);
+
+my $JSON = JSON::PP->new->canonical;
+
+# the markers of the secrets the suite's services hand out (server.js)
+our @SECRET_MARKERS = ('mintSECRET', 'mintTOKEN');
+
+sub ca_dir {
+    return $CA_DIR if $CA_DIR;
+
+    $CA_DIR = File::Temp::tempdir('replay-ca.XXXXXX', TMPDIR => 1,
+                                  CLEANUP => 1);
+    chmod 0755, $CA_DIR;
+
+    system('bash', "$ROOT/t/services/aws/make-ca", $CA_DIR) == 0
+        or die "make-ca failed\n";
+
+    $ENV{TEST_NGINX_AWS_CA_DIR} = $CA_DIR;
+
+    return $CA_DIR;
+}
+
+# start(KIND [, name => NAME, cert => 'sts' | 'wrong-name' | 'rogue']):
+# its URL, also in $ENV{TEST_NGINX_<NAME>_URL} and _PORT
+sub start {
+    my ($kind, %opt) = @_;
+
+    my $name = $opt{name} // $kind;
+    return $SVC{$name}{url} if $SVC{$name};
+
+    my $s3 = $ENV{TEST_NGINX_S3_ENDPOINT}
+        or die "TEST_NGINX_S3_ENDPOINT is not set: run with make test\n";
+
+    my @cmd = ('node', "$ROOT/t/services/aws/$kind.js", '--mint', $s3);
+    my $scheme = 'http';
+    my $host = '127.0.0.1';
+
+    if ($kind eq 'sts') {
+        my $dir = ca_dir();
+        my $cert = $opt{cert} // 'sts';
+        push @cmd, '--cert', "$dir/$cert.pem", '--key', "$dir/$cert.key";
+        $scheme = 'https';
+        $host = 'localhost';
+    }
+
+    push @cmd, '--log', $opt{log} if $opt{log};
+
+    my $pid = open my $out, '-|';
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        POSIX::setsid();
+        exec @cmd or POSIX::_exit(127);
+    }
+
+    my $line;
+    eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm 20;
+        $line = <$out>;
+        alarm 0;
+    };
+
+    die "$kind.js did not start\n"
+        unless defined $line && $line =~ /^ready [\d.]+:(\d+)$/;
+
+    my $port = $1;
+    my $url = "$scheme://$host:$port";
+
+    $SVC{$name} = { pid => $pid, out => $out, url => $url, port => $port,
+                    https => $scheme eq 'https' };
+    push @KIDS, $pid;
+
+    (my $var = uc $name) =~ s/[^A-Z0-9]/_/g;
+    $ENV{"TEST_NGINX_${var}_URL"} = $url;
+    $ENV{"TEST_NGINX_${var}_PORT"} = $port;
+
+    return $url;
+}
+
+sub url { return $SVC{$_[0]}{url} }
+
+sub _curl {
+    my ($name, @args) = @_;
+
+    my $s = $SVC{$name} or die "no service $name\n";
+    my @ca = $s->{https} ? ('--cacert', ca_dir() . '/ca.pem') : ();
+
+    open my $fh, '-|', 'curl', '-sS', '--max-time', '10', @ca, @args
+        or die "curl: $!";
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+    die "curl @args failed\n" if $?;
+
+    return $out;
+}
+
+# control(NAME, key => value, ...): the state changed, the new state back
+sub control {
+    my ($name, %change) = @_;
+
+    $change{reset} = JSON::PP::true if $change{reset};
+
+    for my $k (keys %change) {
+        $change{$k} = JSON::PP::true if $k =~ /^(v1|v2|fail_all)$/
+                                        && $change{$k} && !ref $change{$k};
+        $change{$k} = JSON::PP::false if $k =~ /^(v1|v2|fail_all)$/
+                                         && !$change{$k} && !ref $change{$k};
+    }
+
+    my $out = _curl($name, '-X', 'POST', '-H', 'Content-Type: application/json',
+                    '--data-binary', $JSON->encode(\%change),
+                    "$SVC{$name}{url}/_control");
+
+    return $JSON->decode($out);
+}
+
+# the requests the service got: hashes of method, url, headers, body, ...
+sub requests {
+    my ($name) = @_;
+
+    return @{ $JSON->decode(_curl($name, "$SVC{$name}{url}/_control/requests")) };
+}
+
+# a key pair straight from the S3 server: AccessKeyId, SecretAccessKey,
+# SessionToken, Expiration
+sub mint {
+    my ($ttl) = @_;
+
+    open my $fh, '-|', 'curl', '-sS', '--max-time', '10', '-X', 'POST',
+        "$ENV{TEST_NGINX_S3_ENDPOINT}/_replay/credentials?ttl=$ttl"
+        or die "curl: $!";
+    local $/;
+    my $out = <$fh>;
+    close $fh;
+
+    return $JSON->decode($out);
+}
+
+sub revoke {
+    my ($key) = @_;
+
+    system('curl', '-sS', '--max-time', '10', '-X', 'POST',
+           "$ENV{TEST_NGINX_S3_ENDPOINT}/_replay/credentials/revoke?key=$key")
+        == 0 or die "revoke failed\n";
+}
+
+# the access key ids of the S3 requests logged from byte $from of the S3
+# request log on, in order (t/services/s3/server.js --log)
+sub s3_keys {
+    my ($from) = @_;
+
+    open my $fh, '<', $ENV{TEST_NGINX_S3_LOG} or die "$ENV{TEST_NGINX_S3_LOG}: $!";
+    seek $fh, $from // 0, 0;
+
+    my @keys;
+    while (my $l = <$fh>) {
+        my $e = eval { $JSON->decode($l) } or next;
+        push @keys, $e->{key} // '' if $e->{url} !~ m{^/_replay/};
+    }
+
+    close $fh;
+    return @keys;
+}
+
+sub s3_log_size { return -s $ENV{TEST_NGINX_S3_LOG} || 0 }
+
+# writes a file atomically (a new inode, as secrets agents do)
+sub write_file {
+    my ($path, $content, $mode) = @_;
+
+    open my $fh, '>', "$path.tmp" or die "$path.tmp: $!";
+    print $fh $content;
+    close $fh;
+    chmod $mode // 0644, "$path.tmp";
+    rename "$path.tmp", $path or die "rename $path: $!";
+}
+
+# Code to run after a response of a block, for the blocks that act between
+# their requests (sleep, change a service, look at the logs):
+# steps({ BLOCK => { REQUEST INDEX => sub { ... } } }).
+sub steps {
+    my ($steps) = @_;
+
+    Test::Nginx::Socket::add_response_body_check(sub {
+        my ($block, $body, $idx, $repeated, $dry_run) = @_;
+
+        return if $dry_run;
+
+        my ($n) = $block->name =~ /\bTEST (\d+):/;
+        my $code = $n && $steps->{$n} && $steps->{$n}{$idx};
+
+        $code->($block, $body) if $code;
+    });
+}
+
+# Code to run before a block's nginx starts (--- init runs after it):
+# before({ BLOCK => sub { ... } }).
+sub before {
+    my ($before) = @_;
+
+    Test::Nginx::Socket::add_block_preprocessor(sub {
+        my ($block) = @_;
+
+        my ($n) = $block->name =~ /\bTEST (\d+):/;
+        $before->{$n}->($block) if $n && $before->{$n};
+    });
+}
+
+# the error log's lines, as they are now
+sub error_log {
+    open my $fh, '<', $Test::Nginx::Util::ErrLogFile or return ();
+    my @l = <$fh>;
+    close $fh;
+    return @l;
+}
+
+# a Test::More check that a line of the error log matches $re
+sub log_like {
+    my ($re, $name) = @_;
+
+    my @l = grep { $_ =~ $re } error_log();
+
+    Test::More::ok(scalar @l, $name) or Test::More::diag("no line like $re");
+}
+
+# how many lines of the error log match $re
+sub log_count {
+    my ($re) = @_;
+    return scalar grep { $_ =~ $re } error_log();
+}
+
+# Every file of the logs directory searched for the secrets the services
+# hand out (and @more, the tokens of a test's own), at whatever level
+# they were logged.  One exception, until the request path no longer
+# hands the session token to proxy_set_header (issue 10): the proxy
+# module's own debug entries ("http script var", "http proxy header")
+# print the headers it sends S3, the token among them.
+sub no_secrets_in_logs {
+    my ($name, @more) = @_;
+
+    my $dir = $Test::Nginx::Util::LogDir;
+    my @found;
+
+    opendir my $d, $dir or die "$dir: $!";
+
+    for my $f (sort grep { -f "$dir/$_" } readdir $d) {
+        open my $fh, '<', "$dir/$f" or next;
+
+        # an entry: a dated line and the lines that follow it undated
+        my ($entry, @entries) = ('');
+
+        while (my $l = <$fh>) {
+            if ($l =~ m{^\d{4}/\d\d/\d\d } && $entry ne '') {
+                push @entries, $entry;
+                $entry = '';
+            }
+
+            $entry .= $l;
+        }
+
+        push @entries, $entry if $entry ne '';
+        close $fh;
+
+        for my $e (@entries) {
+            for my $m ('mintSECRET', @more) {
+                push @found, "$f: $m" if index($e, $m) >= 0;
+            }
+
+            next unless index($e, 'mintTOKEN') >= 0;
+            next if $e =~ /\[debug\] .*?http (script var|proxy header):/;
+
+            push @found, "$f: mintTOKEN in: " . substr($e, 0, 200);
+        }
+    }
+
+    closedir $d;
+
+    Test::More::ok(!@found, "$name: no secret or token in any log")
+        or Test::More::diag(join "\n", @found[0 .. ($#found > 4 ? 4 : $#found)]);
+}
+
+# GETs a path of the nginx under test: status and body
+sub get {
+    my ($path) = @_;
+
+    my $port = $Test::Nginx::Util::ServerPortForClient
+               || $ENV{TEST_NGINX_SERVER_PORT} || $ENV{TEST_NGINX_PORT};
+
+    open my $fh, '-|', 'curl', '-sS', '--max-time', '10', '-o', '-',
+        '-w', '\n%{http_code}', "http://127.0.0.1:$port$path"
+        or die "curl: $!";
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+
+    my ($body, $status) = $out =~ /\A(.*)\n(\d+)\z/s;
+    return ($status // 0, $body // '');
+}
+
+# waits (up to $timeout seconds) until replay_status at $path shows every
+# credentials set valid; true if they are
+sub wait_valid {
+    my ($path, $timeout) = @_;
+
+    my $until = time + ($timeout // 15);
+
+    while (time < $until) {
+        my ($status, $body) = get($path . '?format=json');
+
+        if ($status == 200) {
+            my $st = eval { $JSON->decode($body) };
+            my $sets = $st && $st->{replay_credentials};
+            return 1 if $sets && @$sets && !grep { !$_->{valid} } @$sets;
+        }
+
+        select undef, undef, undef, 0.1;
+    }
+
+    return 0;
+}
+
+sub stop_all {
+    return unless $$ == $PARENT;
+
+    for my $pid (@KIDS) {
+        kill 'TERM', $pid;
+    }
+
+    for my $pid (@KIDS) {
+        waitpid $pid, 0;
+    }
+
+    @KIDS = ();
+    %SVC = ();
+}
+
+END { stop_all() }
+
+1;
