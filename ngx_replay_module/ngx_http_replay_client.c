@@ -552,7 +552,7 @@ ngx_http_replay_client_handshake(ngx_connection_t *c)
 
     if (rc != X509_V_OK) {
         ngx_http_replay_client_fail(hc, 0, "the certificate of %V is not "
-                                    "trusted: (%l: %s)", &ep->authority, rc,
+                                    "trusted (%l: %s)", &ep->authority, rc,
                                     X509_verify_cert_error_string(rc));
         return;
     }

@@ -731,14 +731,15 @@ ngx_http_replay_creds_fetched(ngx_http_replay_source_t *src,
 
         ngx_http_replay_creds_store(sh, parsed, now);
 
-        if (sh->expires) {
+        if (src->type == NGX_HTTP_REPLAY_SOURCE_FILE) {
+            /* looked at again as usual: its agent rotates it */
+            delay = src->check;
+
+        } else {
             /* 80 % of their life or 5 minutes before they expire,
              * whichever comes first, but not before half their life */
             life = sh->expires - now;
             delay = ngx_min(life * 8 / 10, ngx_max(life - 300, life / 2));
-
-        } else {
-            delay = creds->source.check;
         }
 
         sh->due = now + ngx_max(delay, 1);
@@ -749,7 +750,7 @@ ngx_http_replay_creds_fetched(ngx_http_replay_source_t *src,
 
         ngx_shmtx_unlock(&creds->shpool->mutex);
 
-        if (sh->expires) {
+        if (src->type != NGX_HTTP_REPLAY_SOURCE_FILE) {
             *ngx_http_replay_creds_iso8601(expires, sh->expires) = '\0';
 
             ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
@@ -760,8 +761,9 @@ ngx_http_replay_creds_fetched(ngx_http_replay_source_t *src,
 
         } else {
             ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                          "replay: AWS credentials from %V (%V) read again",
-                          &creds->source.name, &creds->conf);
+                          "replay: AWS credentials from file (%V) read "
+                          "again: \"%V\" has changed", &creds->conf,
+                          &src->file);
         }
 
         ngx_http_replay_creds_schedule(creds, now + ngx_max(delay, 1));
@@ -1003,12 +1005,21 @@ ngx_http_replay_creds_unavailable(ngx_http_request_t *r,
     if (expires) {
         *ngx_http_replay_creds_iso8601(at, expires) = '\0';
 
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "replay: no AWS credentials to sign with: those from "
-                      "%V (%V) are no longer valid (they expire at %s), "
-                      "%ui refreshes failed in a row%s%s",
-                      &creds->source.name, &creds->conf, at, consecutive,
-                      err[0] ? ", the last: " : "", err);
+        if (consecutive) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "replay: no AWS credentials to sign with: those "
+                          "from %V (%V) are no longer valid (they expire at "
+                          "%s), %ui refreshes failed in a row, the last: %s",
+                          &creds->source.name, &creds->conf, at, consecutive,
+                          err);
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "replay: no AWS credentials to sign with: those "
+                          "from %V (%V) are no longer valid (they expire at "
+                          "%s), and none newer came", &creds->source.name,
+                          &creds->conf, at);
+        }
 
     } else {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,

@@ -56,6 +56,8 @@ static ngx_int_t ngx_http_replay_source_getenv(ngx_conf_t *cf, char *name,
 static ngx_int_t ngx_http_replay_source_read_file(ngx_str_t *name,
     size_t max, u_char **buf, size_t *len, ngx_file_info_t *fi,
     u_char *err);
+static ngx_uint_t ngx_http_replay_source_field(
+    ngx_replay_creds_parsed_t *parsed);
 static void ngx_http_replay_source_errno(u_char *p, u_char *last,
     ngx_err_t err);
 static ngx_int_t ngx_http_replay_source_parse_file(ngx_str_t *name,
@@ -393,8 +395,22 @@ ngx_http_replay_source_env(ngx_conf_t *cf, ngx_http_replay_source_t *src)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "replay_s3_credentials env: %s is too long or "
                            "holds a character it may not",
-                           parsed->field[0] == 'A' ? names[0]
-                           : parsed->field[0] == 'S' ? names[1] : names[2]);
+                           names[ngx_http_replay_source_field(parsed)]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* as "aws configure export-credentials --format env" writes it */
+
+    if (ngx_http_replay_source_getenv(cf, "AWS_CREDENTIAL_EXPIRATION", &value)
+        == NGX_OK
+        && ngx_replay_creds_parse_time(value.data, value.len,
+                                       &parsed->expiration)
+           != NGX_REPLAY_CREDS_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "replay_s3_credentials env: "
+                           "AWS_CREDENTIAL_EXPIRATION \"%V\" is not a time "
+                           "like 2024-01-31T12:00:00Z", &value);
         return NGX_CONF_ERROR;
     }
 
@@ -801,6 +817,25 @@ done:
 }
 
 
+/* which of key id, secret and token ngx_replay_creds_check() refused */
+
+static ngx_uint_t
+ngx_http_replay_source_field(ngx_replay_creds_parsed_t *parsed)
+{
+    switch (parsed->field[0]) {
+
+    case 'A':
+        return 0;
+
+    case 'S':
+        return 1;
+
+    default:
+        return 2;
+    }
+}
+
+
 /* " (2: No such file or directory)", NUL-terminated before last */
 
 static void
@@ -831,8 +866,12 @@ ngx_http_replay_source_parse_file(ngx_str_t *name, u_char *buf, size_t len,
 {
     u_char                  *p, *eol, *dst, *last;
     size_t                  *dlen, size;
-    ngx_uint_t               line;
+    ngx_uint_t               line, expiration;
     ngx_replay_sigv4_str_t   value;
+
+    static char             *fields[] = {
+        "access key id", "secret access key", "session token"
+    };
 
     last = err + NGX_HTTP_REPLAY_SOURCE_ERRLEN - 1;
 
@@ -840,6 +879,7 @@ ngx_http_replay_source_parse_file(ngx_str_t *name, u_char *buf, size_t len,
     out->secret_len = 0;
     out->token_len = 0;
     out->expiration = 0;
+    expiration = 0;
 
     p = buf;
 
@@ -868,6 +908,28 @@ ngx_http_replay_source_parse_file(ngx_str_t *name, u_char *buf, size_t len,
             dlen = &out->token_len;
             size = sizeof(out->token);
             break;
+
+        case NGX_REPLAY_SIGV4_CREDS_EXPIRATION:
+
+            if (expiration) {
+                *ngx_slprintf(err, last, "credentials file \"%V\", line %ui: "
+                              "duplicate key", name, line) = '\0';
+                return NGX_ERROR;
+            }
+
+            expiration = 1;
+
+            if (ngx_replay_creds_parse_time(value.data, value.len,
+                                            &out->expiration)
+                != NGX_REPLAY_CREDS_OK)
+            {
+                *ngx_slprintf(err, last, "credentials file \"%V\", line %ui: "
+                              "the expiration is not a time like "
+                              "2024-01-31T12:00:00Z", name, line) = '\0';
+                return NGX_ERROR;
+            }
+
+            continue;
 
         case NGX_REPLAY_SIGV4_CREDS_PROFILE:
             *ngx_slprintf(err, last, "credentials file \"%V\", line %ui: "
@@ -916,9 +978,7 @@ ngx_http_replay_source_parse_file(ngx_str_t *name, u_char *buf, size_t len,
     if (ngx_replay_creds_check(out) != NGX_REPLAY_CREDS_OK) {
         *ngx_slprintf(err, last, "credentials file \"%V\": the %s holds a "
                       "character it may not", name,
-                      out->field[0] == 'A' ? "access key id"
-                      : out->field[0] == 'S' ? "secret access key"
-                      : "session token") = '\0';
+                      fields[ngx_http_replay_source_field(out)]) = '\0';
         return NGX_ERROR;
     }
 

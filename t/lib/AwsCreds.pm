@@ -10,9 +10,9 @@ package AwsCreds;
 #   AwsCreds::control('imds', reset => 1, ttl => 8);
 #   my @reqs = AwsCreds::requests('imds');
 #
-# Kinds: imds, container, sts (HTTPS, with a certificate of the CA that
-# make-ca writes to $ENV{TEST_NGINX_AWS_CA_DIR}: ca.pem), and sts with
-# cert => 'wrong-name' or 'rogue' under another name.
+# Kinds: imds, container, sts (HTTPS, with the certificate of the suite's
+# CA that t/services/up makes: $ENV{TEST_NGINX_TLS_DIR}/ca.crt trusts it,
+# for localhost and 127.0.0.1).
 
 use strict;
 use warnings;
@@ -29,30 +29,15 @@ my $ROOT = do {
 };
 
 my $PARENT = $$;
-my (%SVC, @KIDS, $CA_DIR);
+my (%SVC, @KIDS);
 
 my $JSON = JSON::PP->new->canonical;
 
 # the markers of the secrets the suite's services hand out (server.js)
 our @SECRET_MARKERS = ('mintSECRET', 'mintTOKEN');
 
-sub ca_dir {
-    return $CA_DIR if $CA_DIR;
-
-    $CA_DIR = File::Temp::tempdir('replay-ca.XXXXXX', TMPDIR => 1,
-                                  CLEANUP => 1);
-    chmod 0755, $CA_DIR;
-
-    system('bash', "$ROOT/t/services/aws/make-ca", $CA_DIR) == 0
-        or die "make-ca failed\n";
-
-    $ENV{TEST_NGINX_AWS_CA_DIR} = $CA_DIR;
-
-    return $CA_DIR;
-}
-
-# start(KIND [, name => NAME, cert => 'sts' | 'wrong-name' | 'rogue']):
-# its URL, also in $ENV{TEST_NGINX_<NAME>_URL} and _PORT
+# start(KIND [, name => NAME]): its URL, also in $ENV{TEST_NGINX_<NAME>_URL}
+# and _PORT
 sub start {
     my ($kind, %opt) = @_;
 
@@ -67,9 +52,9 @@ sub start {
     my $host = '127.0.0.1';
 
     if ($kind eq 'sts') {
-        my $dir = ca_dir();
-        my $cert = $opt{cert} // 'sts';
-        push @cmd, '--cert', "$dir/$cert.pem", '--key', "$dir/$cert.key";
+        my $dir = $ENV{TEST_NGINX_TLS_DIR}
+            or die "TEST_NGINX_TLS_DIR is not set: run with make test\n";
+        push @cmd, '--cert', "$dir/server.crt", '--key', "$dir/server.key";
         $scheme = 'https';
         $host = 'localhost';
     }
@@ -111,11 +96,80 @@ sub start {
 
 sub url { return $SVC{$_[0]}{url} }
 
+# A DNS server of the test's own (Debian's dnsmasq) answering each NAME
+# with its ADDRESS, nothing else: start_dns(NAME => ADDRESS, ...).  Its
+# port, also in $ENV{TEST_NGINX_DNS_PORT}.
+sub start_dns {
+    my (%names) = @_;
+
+    return $ENV{TEST_NGINX_DNS_PORT} if $SVC{dns};
+
+    require IO::Socket::INET;
+
+    my $probe = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
+                                      LocalPort => 0)
+        or die "udp socket: $!";
+    my $port = $probe->sockport;
+    close $probe;
+
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        POSIX::setsid();
+        open STDOUT, '>', '/dev/null';
+        open STDERR, '>', '/dev/null';
+        exec 'dnsmasq', '--keep-in-foreground', '--no-resolv', '--no-hosts',
+             '--no-poll', '--bind-interfaces', '--listen-address=127.0.0.1',
+             "--port=$port", '--pid-file=', '--log-facility=-',
+             # a name of its own: an AAAA query is NODATA, not REFUSED
+             map({ ("--host-record=$_,$names{$_}", "--local=/$_/") }
+                 sort keys %names)
+            or POSIX::_exit(127);
+    }
+
+    # up when it answers: a query for the first name
+    my ($name) = sort keys %names;
+    my $q = pack('n n n n n n', 0x1234, 0x0100, 1, 0, 0, 0)
+            . CORE::join('', map { chr(length $_) . $_ } split /\./, $name)
+            . "\0" . pack('n n', 1, 1);
+
+    for my $try (1 .. 50) {
+        my $s = IO::Socket::INET->new(Proto => 'udp', PeerAddr => '127.0.0.1',
+                                      PeerPort => $port)
+            or die "udp socket: $!";
+        $s->send($q);
+        my $r = '';
+        my $rin = '';
+        vec($rin, fileno $s, 1) = 1;
+        if (select($rin, undef, undef, 0.1)) {
+            $s->recv($r, 512);
+        }
+        close $s;
+        last if length $r;
+
+        if ($try == 50) {
+            kill 'TERM', $pid;
+            waitpid $pid, 0;
+            die "dnsmasq did not start\n";
+        }
+
+        # a refused query comes back at once
+        select undef, undef, undef, 0.1;
+    }
+
+    $SVC{dns} = { pid => $pid, port => $port };
+    push @KIDS, $pid;
+    $ENV{TEST_NGINX_DNS_PORT} = $port;
+
+    return $port;
+}
+
 sub _curl {
     my ($name, @args) = @_;
 
     my $s = $SVC{$name} or die "no service $name\n";
-    my @ca = $s->{https} ? ('--cacert', ca_dir() . '/ca.pem') : ();
+    my @ca = $s->{https} ? ('--cacert', "$ENV{TEST_NGINX_TLS_DIR}/ca.crt") : ();
 
     open my $fh, '-|', 'curl', '-sS', '--max-time', '10', @ca, @args
         or die "curl: $!";
@@ -251,9 +305,14 @@ sub error_log {
 sub log_like {
     my ($re, $name) = @_;
 
-    my @l = grep { $_ =~ $re } error_log();
+    my @all = error_log();
+    my @l = grep { $_ =~ $re } @all;
 
-    Test::More::ok(scalar @l, $name) or Test::More::diag("no line like $re");
+    return if Test::More::ok(scalar @l, $name);
+
+    my @replay = grep { /replay: / && !/\[debug\]/ } @all;
+    Test::More::diag("no line like $re; the module's lines:\n",
+                     @replay[($#replay > 5 ? $#replay - 5 : 0) .. $#replay]);
 }
 
 # how many lines of the error log match $re

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The suite's STS, AssumeRoleWithWebIdentity only, over HTTPS (--cert,
-// --key: a certificate of the CA that make-ca makes), as AWS documents the
+// --key: the certificate of the suite's CA, t/services/up), as AWS documents the
 // action, its Query API form and its errors (see ../README):
 //
 //   POST /   Content-Type: application/x-www-form-urlencoded
