@@ -295,7 +295,7 @@ ngx_http_replay_source_chain(ngx_conf_t *cf, ngx_http_replay_source_t *src)
         why = "none of the other sources' variables is set";
     }
 
-    ngx_conf_log_error(NGX_LOG_INFO, cf, 0,
+    ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
                        "replay_s3_credentials chain: %V (%s)",
                        &ngx_http_replay_source_names[src->type], why);
 
@@ -482,6 +482,7 @@ static char *
 ngx_http_replay_source_container_conf(ngx_conf_t *cf,
     ngx_http_replay_source_t *src)
 {
+    char                        *var;
     u_char                      *p;
     ngx_str_t                    rel, *host;
     ngx_uint_t                   i;
@@ -493,10 +494,14 @@ ngx_http_replay_source_container_conf(ngx_conf_t *cf,
         "fd00:ec2::23", NULL
     };
 
+    var = NULL;
+
     if (src->url.len == 0) {
         if (ngx_http_replay_source_getenv(cf,
                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", &rel) == NGX_OK)
         {
+            var = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI";
+
             if (rel.data[0] != '/') {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "replay_s3_credentials container: "
@@ -517,8 +522,11 @@ ngx_http_replay_source_container_conf(ngx_conf_t *cf,
 
         } else if (ngx_http_replay_source_getenv(cf,
                        "AWS_CONTAINER_CREDENTIALS_FULL_URI", &src->url)
-                   != NGX_OK)
+                   == NGX_OK)
         {
+            var = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
+
+        } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "replay_s3_credentials container: neither "
                                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor "
@@ -534,6 +542,13 @@ ngx_http_replay_source_container_conf(ngx_conf_t *cf,
     if (ngx_http_replay_endpoint_parse(cf, ep, &src->url) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
+
+    /* the path may name the task: only the host is said */
+
+    ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                       "replay_s3_credentials container: %s://%V, from %s",
+                       ep->https ? "https" : "http", &ep->authority,
+                       var ? var : "endpoint=");
 
     /*
      * As the AWS SDKs: over plain http the credentials may come only from
