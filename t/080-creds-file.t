@@ -1,0 +1,287 @@
+# replay_s3_credentials file=PATH and env: credentials a secrets agent
+# writes (here, key pairs the S3 server mints and revokes), read by the
+# master at startup and by a worker again whenever the file changes, with
+# no reload.  %before sets things up before a block's nginx starts;
+# %steps rotate the file between requests and check the logs at the end.
+
+use lib 't/lib';
+use Test::Nginx::Socket 'no_plan';
+use ReplayTest;
+use AwsCreds;
+use POSIX ();
+
+sub pause { select undef, undef, undef, $_[0] }
+
+sub creds_file { "$Test::Nginx::Util::ServRoot/html/agent.creds" }
+
+my (%pair, $s3_from);
+
+# a file as a secrets agent writes it, of a pair just minted
+sub agent_file {
+    my ($name, %opt) = @_;
+
+    my $p = $pair{$name} = AwsCreds::mint($opt{ttl} // 3600);
+    my $text = "[default]\n"
+               . "aws_access_key_id = $p->{AccessKeyId}\n"
+               . "aws_secret_access_key = $p->{SecretAccessKey}\n"
+               . "aws_session_token = $p->{SessionToken}\n";
+
+    # the agent may say they expire sooner than they do
+    $text .= "x_security_token_expires = "
+             . ($opt{expires_in}
+                ? POSIX::strftime('%Y-%m-%dT%H:%M:%SZ',
+                                  gmtime(time + $opt{expires_in}))
+                : $p->{Expiration}) . "\n"
+        if $opt{expiry};
+
+    return $text;
+}
+
+sub rotate {
+    my ($name, %opt) = @_;
+    AwsCreds::write_file(creds_file(), agent_file($name, %opt));
+}
+
+sub mark { $s3_from = AwsCreds::s3_log_size() }
+
+sub keys_since { return AwsCreds::s3_keys($s3_from) }
+
+sub clean {
+    my ($n) = @_;
+    AwsCreds::no_secrets_in_logs("TEST $n");
+}
+
+# the blocks' first file, in --- user_files ($TEST_NGINX_AGENT_FILE is
+# expanded as the block starts; the server root is made anew then)
+sub first {
+    my (%opt) = @_;
+    return sub { $ENV{TEST_NGINX_AGENT_FILE} = agent_file('A', %opt) };
+}
+
+my %before = (
+    1 => sub { first()->(); mark() },
+    2 => first(),
+    3 => first(),
+    4 => first(ttl => 60, expiry => 1, expires_in => 4),
+    6 => sub {
+        my $p = AwsCreds::mint(5);
+        $ENV{AWS_ACCESS_KEY_ID_SAVED} = $ENV{AWS_ACCESS_KEY_ID};
+        $ENV{AWS_SECRET_ACCESS_KEY_SAVED} = $ENV{AWS_SECRET_ACCESS_KEY};
+        $ENV{AWS_ACCESS_KEY_ID} = $p->{AccessKeyId};
+        $ENV{AWS_SECRET_ACCESS_KEY} = $p->{SecretAccessKey};
+        $ENV{AWS_SESSION_TOKEN} = $p->{SessionToken};
+        $ENV{AWS_CREDENTIAL_EXPIRATION} = $p->{Expiration};
+    },
+    7 => sub {
+        $ENV{AWS_ACCESS_KEY_ID} = delete $ENV{AWS_ACCESS_KEY_ID_SAVED};
+        $ENV{AWS_SECRET_ACCESS_KEY} = delete $ENV{AWS_SECRET_ACCESS_KEY_SAVED};
+        delete $ENV{AWS_SESSION_TOKEN};
+        $ENV{AWS_CREDENTIAL_EXPIRATION} = 'tomorrow';
+    },
+    8 => sub { delete $ENV{AWS_CREDENTIAL_EXPIRATION} },
+);
+
+my %steps = (
+    1 => { 0 => sub {
+               rotate('B');
+               AwsCreds::revoke($pair{A}{AccessKeyId});
+               pause(2.5);
+           },
+           1 => sub {
+               my @k = keys_since();
+               Test::More::is("@k", "$pair{A}{AccessKeyId} "
+                              . "$pair{B}{AccessKeyId}",
+                              'TEST 1: the rotated pair signs, no reload');
+               AwsCreds::log_like(qr/\[info\] .*replay: AWS credentials from file \(nginx.conf:\d+\) read again: ".*agent\.creds" has changed$/,
+                                  'TEST 1: the new file is logged');
+               clean(1);
+           } },
+    2 => { 0 => sub {
+               # the same file (inode) written again, as "cat > file" does
+               open my $fh, '>', creds_file() or die $!;
+               print $fh agent_file('C');
+               close $fh;
+               pause(2.5);
+           },
+           1 => sub { clean(2) } },
+    3 => { 0 => sub {
+               mark();
+               AwsCreds::write_file(creds_file(), "[default]\n"
+                                    . "aws_access_key_id = ASIAHALFWRITTEN\n"
+                                    . "this line holds the secret mintSECRETx\n");
+               pause(3.5);
+           },
+           1 => sub {
+               rotate('D');
+               pause(2.5);
+           },
+           2 => sub {
+               my @k = keys_since();
+               Test::More::is("@k", "$pair{A}{AccessKeyId} "
+                              . "$pair{D}{AccessKeyId}",
+                              'TEST 3: the held pair signs until a good file '
+                              . 'comes');
+               Test::More::is(AwsCreds::log_count(qr/\[error\] .*replay: refreshing AWS credentials from file \(nginx.conf:\d+\) failed: credentials file ".*agent\.creds", line 3: "name = value" expected; those held do not expire, next try in 1s$/),
+                              1, 'TEST 3: the bad file is logged once, by '
+                              . 'line, without its text');
+               clean(3);
+           } },
+    4 => { 0 => sub { pause(3.5) },
+           1 => sub { rotate('F', ttl => 3600, expiry => 1); pause(2.5) },
+           2 => sub {
+               AwsCreds::log_like(qr/\[error\] .*replay: no AWS credentials to sign with: those from file \(nginx.conf:\d+\) are no longer valid \(they expire at \S+Z\), and none newer came, client: /,
+                                  'TEST 4: the 503 is logged, with why');
+               clean(4);
+           } },
+    6 => { 0 => sub { pause(3.5) },
+           1 => sub {
+               AwsCreds::log_like(qr/replay: no AWS credentials to sign with: those from env \(nginx.conf:\d+\) are no longer valid/,
+                                  'TEST 6: env\'s expiry is kept to');
+           } },
+);
+
+AwsCreds::before(\%before);
+AwsCreds::steps(\%steps);
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: a rotated file is read again, no reload: the new pair signs (the old one is revoked)
+--- user_files
+>>> agent.creds
+$TEST_NGINX_AGENT_FILE
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  file=../html/agent.creds check=1s;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- request eval
+["GET /s3", "GET /s3"]
+--- response_body eval
+["bucket=replays key=games/1/replay.bin\n",
+ "bucket=replays key=games/1/replay.bin\n"]
+--- no_error_log
+mintSECRET
+[error]
+
+
+
+=== TEST 2: a file written in place (same inode) is read again too
+--- user_files
+>>> agent.creds
+$TEST_NGINX_AGENT_FILE
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  file=../html/agent.creds check=1s;
+        replay_s3_key          games/1/replay.bin;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- request eval
+["GET /s3", "GET /status?format=json"]
+--- response_body_like eval
+[qr/^bucket=replays/,
+ qr/"replay_credentials":\[\{"source":"file","config":"nginx.conf:\d+","valid":true,"expires":0,"last_refresh":\d+,"next_refresh":\d+,"refreshes":2,"failures":0,/]
+--- no_error_log
+mintSECRET
+[error]
+
+
+
+=== TEST 3: a file half written is refused (logged once, by line, not its text), the held pair kept; the next good one is read
+--- user_files
+>>> agent.creds
+$TEST_NGINX_AGENT_FILE
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  file=../html/agent.creds check=1s;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- request eval
+["GET /s3", "GET /s3", "GET /s3"]
+--- error_code eval
+[200, 200, 200]
+--- no_error_log
+mintSECRET
+
+
+
+=== TEST 4: a file that says when it expires (x_security_token_expires): expired and not rotated, 503; rotated, served again
+--- user_files
+>>> agent.creds
+$TEST_NGINX_AGENT_FILE
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  file=../html/agent.creds check=1s;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- request eval
+["GET /s3", "GET /s3", "GET /s3"]
+--- error_code eval
+[200, 503, 200]
+--- response_headers eval
+["", "Retry-After: 1", ""]
+--- no_error_log
+mintSECRET
+
+
+
+=== TEST 5: an expiry that is not a time is refused, by line
+--- user_files
+>>> bad.creds
+aws_access_key_id = ASIAEXAMPLE
+aws_secret_access_key = x
+aws_expiration = soon
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  file=../html/bad.creds;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- must_die
+--- error_log
+bad.creds", line 3: the expiration is not a time like 2024-01-31T12:00:00Z
+
+
+
+=== TEST 6: env with AWS_CREDENTIAL_EXPIRATION: served until then, 503 after
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- request eval
+["GET /s3", "GET /s3"]
+--- error_code eval
+[200, 503]
+--- no_error_log
+mintSECRET
+
+
+
+=== TEST 7: AWS_CREDENTIAL_EXPIRATION that is not a time
+--- config
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- must_die
+--- error_log
+replay_s3_credentials env: AWS_CREDENTIAL_EXPIRATION "tomorrow" is not a time like 2024-01-31T12:00:00Z
