@@ -10,6 +10,8 @@ package AwsCreds;
 #   AwsCreds::control('imds', reset => 1, ttl => 8);
 #   my @reqs = AwsCreds::requests('imds');
 #
+# t/reliability/ uses it too, without Test::Nginx.
+#
 # Kinds: imds, container, sts (HTTPS, with the certificate of the suite's
 # CA that t/services/up makes: $ENV{TEST_NGINX_TLS_DIR}/ca.crt trusts it,
 # for localhost and 127.0.0.1).
@@ -18,7 +20,6 @@ use strict;
 use warnings;
 
 use File::Temp ();
-use Test::Nginx::Socket ();
 use JSON::PP ();
 use POSIX ();
 
@@ -27,6 +28,9 @@ my $ROOT = do {
     $d = '.' if $d eq __FILE__;
     $d;
 };
+
+# Test::Nginx's, when it is loaded
+no warnings 'once';
 
 my $PARENT = $$;
 my (%SVC, @KIDS);
@@ -95,6 +99,9 @@ sub start {
 }
 
 sub url { return $SVC{$_[0]}{url} }
+
+# the processes started, for a caller that may end without END blocks
+sub pids { return @KIDS }
 
 # A DNS server of the test's own (Debian's dnsmasq) answering each NAME
 # with its ADDRESS, nothing else: start_dns(NAME => ADDRESS, ...).  Its
@@ -231,23 +238,26 @@ sub revoke {
         == 0 or die "revoke failed\n";
 }
 
-# the access key ids of the S3 requests logged from byte $from of the S3
-# request log on, in order (t/services/s3/server.js --log)
-sub s3_keys {
+# the S3 requests logged from byte $from of the S3 request log on, in
+# order (t/services/s3/server.js --log): method, url, key, status, ...
+sub s3_log {
     my ($from) = @_;
 
     open my $fh, '<', $ENV{TEST_NGINX_S3_LOG} or die "$ENV{TEST_NGINX_S3_LOG}: $!";
     seek $fh, $from // 0, 0;
 
-    my @keys;
+    my @e;
     while (my $l = <$fh>) {
         my $e = eval { $JSON->decode($l) } or next;
-        push @keys, $e->{key} // '' if $e->{url} !~ m{^/_replay/};
+        push @e, $e if $e->{url} !~ m{^/_replay/};
     }
 
     close $fh;
-    return @keys;
+    return @e;
 }
+
+# their access key ids
+sub s3_keys { return map { $_->{key} // '' } s3_log(@_) }
 
 sub s3_log_size { return -s $ENV{TEST_NGINX_S3_LOG} || 0 }
 
@@ -268,6 +278,8 @@ sub write_file {
 sub steps {
     my ($steps) = @_;
 
+    require Test::Nginx::Socket;
+
     Test::Nginx::Socket::add_response_body_check(sub {
         my ($block, $body, $idx, $repeated, $dry_run) = @_;
 
@@ -284,6 +296,8 @@ sub steps {
 # before({ BLOCK => sub { ... } }).
 sub before {
     my ($before) = @_;
+
+    require Test::Nginx::Socket;
 
     Test::Nginx::Socket::add_block_preprocessor(sub {
         my ($block) = @_;
