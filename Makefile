@@ -74,12 +74,15 @@ unit: $(BUILD)/sigv4_test $(BUILD)/sigv4_driver $(BUILD)/creds_parse_test fuzz-r
 
 # The fuzz targets' seed corpora and the inputs that once crashed them
 # (t/fuzz/regressions/TARGET/), replayed without libFuzzer by the plain cc.
-FUZZ_TARGETS := uri_encode sign creds
+FUZZ_TARGETS := uri_encode sign creds aws
 FUZZ_REPLAY  := $(FUZZ_TARGETS:%=$(BUILD)/fuzz-replay/%)
+FUZZ_SRCS    := ngx_replay_module/ngx_http_replay_sigv4.c \
+                ngx_replay_module/ngx_http_replay_creds_parse.c
+FUZZ_DEPS    := $(FUZZ_SRCS) $(FUZZ_SRCS:.c=.h)
 
-$(BUILD)/fuzz-replay/%: t/fuzz/%.c t/fuzz/replay.c t/fuzz/fuzz.h ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
+$(BUILD)/fuzz-replay/%: t/fuzz/%.c t/fuzz/replay.c t/fuzz/fuzz.h $(FUZZ_DEPS)
 	@mkdir -p $(BUILD)/fuzz-replay
-	$(CC) $(UNIT_CFLAGS) -It/fuzz -o $@ $< t/fuzz/replay.c ngx_replay_module/ngx_http_replay_sigv4.c $(UNIT_LIBS)
+	$(CC) $(UNIT_CFLAGS) -It/fuzz -o $@ $< t/fuzz/replay.c $(FUZZ_SRCS) $(UNIT_LIBS)
 
 fuzz-replay: $(FUZZ_REPLAY)
 	@for t in $(FUZZ_TARGETS); do \
@@ -144,9 +147,9 @@ FUZZ_CC      ?= clang
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=undefined $(WARN) -Ingx_replay_module -It/fuzz
 
-$(BUILD)/fuzz/%: t/fuzz/%.c t/fuzz/fuzz.h ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
+$(BUILD)/fuzz/%: t/fuzz/%.c t/fuzz/fuzz.h $(FUZZ_DEPS)
 	@mkdir -p $(BUILD)/fuzz
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< ngx_replay_module/ngx_http_replay_sigv4.c $(UNIT_LIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRCS) $(UNIT_LIBS)
 
 fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 

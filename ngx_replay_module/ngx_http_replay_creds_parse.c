@@ -43,6 +43,11 @@ typedef struct {
 } ngx_replay_creds_field_t;
 
 
+static int ngx_replay_creds_failed(ngx_replay_creds_parsed_t *out, int rc);
+static int ngx_replay_creds_json(const unsigned char *p, size_t len,
+    ngx_replay_creds_parsed_t *out);
+static int ngx_replay_creds_sts(const unsigned char *p, size_t len,
+    ngx_replay_creds_parsed_t *out);
 static int ngx_replay_creds_json_string(ngx_replay_creds_text_t *t,
     unsigned char *dst, size_t size, size_t *len);
 static int ngx_replay_creds_json_skip(ngx_replay_creds_text_t *t);
@@ -73,6 +78,38 @@ ngx_replay_creds_reset(ngx_replay_creds_parsed_t *out)
 
 int
 ngx_replay_creds_parse_json(const unsigned char *p, size_t len,
+    ngx_replay_creds_parsed_t *out)
+{
+    return ngx_replay_creds_failed(out, ngx_replay_creds_json(p, len, out));
+}
+
+
+int
+ngx_replay_creds_parse_sts(const unsigned char *p, size_t len,
+    ngx_replay_creds_parsed_t *out)
+{
+    return ngx_replay_creds_failed(out, ngx_replay_creds_sts(p, len, out));
+}
+
+
+/* a reader that fails leaves no value behind: the caller wipes them */
+
+static int
+ngx_replay_creds_failed(ngx_replay_creds_parsed_t *out, int rc)
+{
+    if (rc != NGX_REPLAY_CREDS_OK) {
+        out->key_id_len = 0;
+        out->secret_len = 0;
+        out->token_len = 0;
+        out->expiration = 0;
+    }
+
+    return rc;
+}
+
+
+static int
+ngx_replay_creds_json(const unsigned char *p, size_t len,
     ngx_replay_creds_parsed_t *out)
 {
     int                       rc, seen[5];
@@ -249,8 +286,8 @@ done:
 }
 
 
-int
-ngx_replay_creds_parse_sts(const unsigned char *p, size_t len,
+static int
+ngx_replay_creds_sts(const unsigned char *p, size_t len,
     ngx_replay_creds_parsed_t *out)
 {
     int                       rc;
@@ -290,8 +327,7 @@ ngx_replay_creds_parse_sts(const unsigned char *p, size_t len,
         }
 
         if (out->code[0] == '\0') {
-            ngx_replay_creds_set_code(out, (const unsigned char *) "Unknown",
-                                      7);
+            ngx_replay_creds_set_code(out, NULL, 0);
         }
 
         return NGX_REPLAY_CREDS_SERVICE_ERROR;
@@ -1095,4 +1131,9 @@ ngx_replay_creds_set_code(ngx_replay_creds_parsed_t *out,
     }
 
     out->code[len] = '\0';
+
+    if (len == 0) {
+        /* an error without a name is still an error */
+        memcpy(out->code, "Unknown", sizeof("Unknown"));
+    }
 }
