@@ -234,30 +234,6 @@ ngx_http_replay_creds(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 char *
 ngx_http_replay_creds_merge(ngx_conf_t *cf, ngx_http_replay_creds_t *creds,
     ngx_str_t *region)
@@ -648,24 +624,6 @@ ngx_http_replay_creds_schedule(ngx_http_replay_creds_t *creds, time_t at)
 
     ngx_add_timer(&creds->timer, (ngx_msec_t) delay * 1000);
 }
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 static u_char *

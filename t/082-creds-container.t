@@ -13,20 +13,11 @@ use AwsCreds;
 
 AwsCreds::start('container');
 
+# the blocks' location (AwsCreds.pm), with their "--- creds"
+AwsCreds::location();
+
 my $TOKEN1 = 'mintAUTH-pod-identity-one';
 my $TOKEN2 = 'mintAUTH-pod-identity-two';
-
-my $s3_from;
-
-sub ready {
-    Test::More::ok(AwsCreds::wait_valid('/status'),
-                   'the first credentials came');
-    $s3_from = AwsCreds::s3_log_size();
-}
-
-sub keys_since { return AwsCreds::s3_keys($s3_from) }
-
-sub pause { select undef, undef, undef, $_[0] }
 
 sub agent { AwsCreds::control('container', reset => 1, @_) }
 
@@ -77,59 +68,28 @@ my %before = (
 );
 
 my %steps = (
-    1 => { 0 => \&ready,
+    1 => { 0 => \&AwsCreds::ready,
            1 => sub {
                Test::More::is(CORE::join(' ', auths()), $TOKEN1,
                               'TEST 1: the token file\'s token, as '
                               . 'Authorization');
                clean(1);
            } },
-    2 => { 0 => sub {
-               ready();
-               AwsCreds::write_file(token_file(), "$TOKEN2\n");
-               AwsCreds::control('container', token => $TOKEN2);
-           },
-           1 => sub { pause(4.2) },
-           2 => sub {
-               Test::More::is(CORE::join(' ', auths()), "$TOKEN1 $TOKEN2",
-                              'TEST 2: the token file read again at the '
-                              . 'refresh');
-               my @k = keys_since();
-               Test::More::isnt($k[0], $k[1], 'TEST 2: new credentials');
-               clean(2);
-           } },
-    3 => { 0 => \&ready,
+    2 => AwsCreds::token_rotation_steps('container', 2, token_file(),
+                                        [$TOKEN1, $TOKEN2], \&auths,
+                                        sub { clean(2) }),
+    3 => { 0 => \&AwsCreds::ready,
            1 => sub {
                Test::More::is(CORE::join(' ', auths()), 'mintAUTH-static',
                               'TEST 3: AWS_CONTAINER_AUTHORIZATION_TOKEN');
                clean(3);
            } },
-    4 => { 0 => sub { ready(); AwsCreds::control('container', fail => 2) },
-           1 => sub { pause(6.3) },
-           2 => sub { pause(3.2) },
-           3 => sub {
-               my @k = keys_since();
-               Test::More::is($k[0], $k[1], 'TEST 4: the held credentials '
-                              . 'signed while the refresh failed');
-               Test::More::isnt($k[1], $k[2],
-                                'TEST 4: new credentials once it recovered');
-               Test::More::ok(!grep({ defined } auths()),
-                              'TEST 4: no Authorization without a token');
-               AwsCreds::log_like(qr/\[error\] .*replay: refreshing AWS credentials from container \(nginx.conf:\d+\) failed: HTTP 500, InternalError; those held expire at \S+Z, next try in 1s$/,
-                                  'TEST 4: the failure logged with the '
-                                  . 'agent\'s code');
-               clean(4);
-           } },
-    5 => { 0 => sub {
-               ready();
-               AwsCreds::control('container', token => 'mintAUTH-another');
-           },
-           1 => sub { pause(3.5) },
-           2 => sub {
-               AwsCreds::log_like(qr/\[error\] .*replay: no AWS credentials to sign with: those from container \(nginx.conf:\d+\) are no longer valid \(they expire at \S+Z\), [1-9] refreshes failed in a row, the last: HTTP 403, AccessDenied, client: /,
-                                  'TEST 5: the 503 is logged, with why');
-               clean(5);
-           } },
+    4 => AwsCreds::refresh_fails_steps('container', 4, qr/\[error\] .*replay: refreshing AWS credentials from container \(nginx.conf:\d+\) failed: HTTP 500, InternalError; those held expire at \S+Z, next try in 1s$/, 3, sub {
+             Test::More::ok(!grep({ defined } auths()),
+                            'TEST 4: no Authorization without a token');
+             clean(4);
+         }),
+    5 => AwsCreds::expiry_steps('container', 5, { token => 'mintAUTH-another' }, qr/\[error\] .*replay: no AWS credentials to sign with: those from container \(nginx.conf:\d+\) are no longer valid \(they expire at \S+Z\), [1-9] refreshes failed in a row, the last: HTTP 403, AccessDenied, client: /, 2, sub { clean(5) }),
 );
 
 AwsCreds::before(\%before);
@@ -144,17 +104,7 @@ __DATA__
 --- user_files
 >>> pod-token
 mintAUTH-pod-identity-one
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  container;
-        replay_s3_key          games/1/replay.bin;
-    }
-
-    location = /status {
-        replay_status;
-    }
+--- creds: container
 --- request eval
 ["GET /status", "GET /s3"]
 --- response_body_like eval
@@ -171,19 +121,7 @@ mintAUTH
 --- user_files
 >>> pod-token
 mintAUTH-pod-identity-one
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  container
-                               endpoint=$TEST_NGINX_CONTAINER_URL/v1/credentials
-                               token_file=../html/pod-token;
-        replay_s3_key          games/1/replay.bin;
-    }
-
-    location = /status {
-        replay_status;
-    }
+--- creds: container endpoint=$TEST_NGINX_CONTAINER_URL/v1/credentials token_file=../html/pod-token
 --- request eval
 ["GET /status", "GET /s3", "GET /s3"]
 --- error_code eval
@@ -195,21 +133,11 @@ mintSECRET
 
 
 === TEST 3: a token of the environment's own (AWS_CONTAINER_AUTHORIZATION_TOKEN)
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  container;
-        replay_s3_key          games/2/replay.bin;
-    }
-
-    location = /status {
-        replay_status;
-    }
+--- creds: container
 --- request eval
 ["GET /status", "GET /s3"]
 --- response_body_like eval
-[qr//, qr/\Abucket=replays key=games\/2\/replay\.bin\n\z/]
+[qr//, qr/\Abucket=replays key=games\/1\/replay\.bin\n\z/]
 --- no_error_log
 mintSECRET
 mintAUTH
@@ -218,18 +146,7 @@ mintAUTH
 
 
 === TEST 4: ECS (no token): a refresh that fails is logged and retried; the credentials held sign meanwhile; it recovers
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  container
-                               endpoint=$TEST_NGINX_CONTAINER_URL/v2/credentials/task;
-        replay_s3_key          games/1/replay.bin;
-    }
-
-    location = /status {
-        replay_status;
-    }
+--- creds: container endpoint=$TEST_NGINX_CONTAINER_URL/v2/credentials/task
 --- request eval
 ["GET /status", "GET /s3", "GET /s3", "GET /s3"]
 --- error_code eval
@@ -243,25 +160,13 @@ mintSECRET
 --- user_files
 >>> pod-token
 mintAUTH-pod-identity-one
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  container
-                               endpoint=$TEST_NGINX_CONTAINER_URL/v1/credentials
-                               token_file=../html/pod-token;
-        replay_s3_key          games/1/replay.bin;
-    }
-
-    location = /status {
-        replay_status;
-    }
+--- creds: container endpoint=$TEST_NGINX_CONTAINER_URL/v1/credentials token_file=../html/pod-token
 --- request eval
 ["GET /status", "GET /s3", "GET /s3"]
 --- error_code eval
 [200, 200, 503]
---- response_headers eval
-["", "", "Retry-After: 1"]
+--- response_headers_like eval
+["", "", "Retry-After: [1-9][0-9]*"]
 --- no_error_log
 mintSECRET
 
@@ -284,13 +189,7 @@ invalid value "none"
 
 
 === TEST 7: plain http only to this host or the ECS / EKS endpoints, as the AWS SDKs
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  container endpoint=http://10.1.2.3/creds;
-        replay_s3_key          games/1/replay.bin;
-    }
+--- creds: container endpoint=http://10.1.2.3/creds
 --- must_die
 --- error_log
 replay_s3_credentials container: "10.1.2.3" is plain http to a host that is neither a loopback address nor the ECS or EKS endpoint; use https
@@ -298,13 +197,7 @@ replay_s3_credentials container: "10.1.2.3" is plain http to a host that is neit
 
 
 === TEST 8: no endpoint: neither variable is set
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  container;
-        replay_s3_key          games/1/replay.bin;
-    }
+--- creds: container
 --- must_die
 --- error_log
 replay_s3_credentials container: neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor AWS_CONTAINER_CREDENTIALS_FULL_URI is set in nginx's environment, and no endpoint= is given

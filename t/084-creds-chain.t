@@ -15,6 +15,9 @@ AwsCreds::start('imds');
 AwsCreds::start('container');
 AwsCreds::start('sts');
 
+# the blocks' location (AwsCreds.pm), with their "--- creds"
+AwsCreds::location();
+
 my %saved = map { $_ => $ENV{$_} } qw(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY);
 
 my @vars = qw(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
@@ -47,11 +50,6 @@ sub imds {
     return (AWS_EC2_METADATA_SERVICE_ENDPOINT => $ENV{TEST_NGINX_IMDS_URL});
 }
 
-sub ready {
-    Test::More::ok(AwsCreds::wait_valid('/status'),
-                   'the first credentials came');
-}
-
 my %before = (
     1 => sub { env(%saved, web_identity(), container(), imds()) },
     2 => sub {
@@ -69,7 +67,7 @@ my %before = (
 );
 
 my %steps = (
-    1 => { 0 => \&ready,
+    1 => { 0 => \&AwsCreds::ready,
            1 => sub {
                Test::More::is(scalar(AwsCreds::requests('sts'))
                               + scalar(AwsCreds::requests('container')), 0,
@@ -78,15 +76,15 @@ my %steps = (
                AwsCreds::log_like(qr/\[notice\] .*replay_s3_credentials chain: env \(AWS_ACCESS_KEY_ID is set\)/,
                                   'TEST 1: the choice is logged');
            } },
-    2 => { 0 => \&ready,
+    2 => { 0 => \&AwsCreds::ready,
            1 => sub {
                Test::More::is(scalar(AwsCreds::requests('sts')), 1,
                               'TEST 2: STS was asked');
                AwsCreds::no_secrets_in_logs('TEST 2', 'mintJWT');
            } },
-    3 => { 0 => \&ready,
+    3 => { 0 => \&AwsCreds::ready,
            1 => sub { AwsCreds::no_secrets_in_logs('TEST 3') } },
-    4 => { 0 => \&ready,
+    4 => { 0 => \&AwsCreds::ready,
            1 => sub { AwsCreds::no_secrets_in_logs('TEST 4') } },
 );
 
@@ -102,17 +100,7 @@ __DATA__
 --- user_files
 >>> web-token
 eyJhbGciOiJSUzI1NiJ9.mintJWT-chain.c2ln
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  chain;
-        replay_s3_key          games/1/replay.bin;
-    }
-
-    location = /status {
-        replay_status;
-    }
+--- creds: chain
 --- request eval
 ["GET /status?format=json", "GET /s3"]
 --- response_body_like eval
@@ -127,17 +115,7 @@ eyJhbGciOiJSUzI1NiJ9.mintJWT-chain.c2ln
 --- user_files
 >>> web-token
 eyJhbGciOiJSUzI1NiJ9.mintJWT-chain.c2ln
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  chain;
-        replay_s3_key          games/1/replay.bin;
-    }
-
-    location = /status {
-        replay_status;
-    }
+--- creds: chain
 --- request eval
 ["GET /status", "GET /s3"]
 --- response_body_like eval
@@ -150,17 +128,7 @@ mintSECRET
 
 
 === TEST 3: then the container endpoint (ECS, EKS Pod Identity)
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  chain;
-        replay_s3_key          games/1/replay.bin;
-    }
-
-    location = /status {
-        replay_status;
-    }
+--- creds: chain
 --- request eval
 ["GET /status", "GET /s3"]
 --- response_body_like eval
@@ -173,17 +141,7 @@ mintSECRET
 
 
 === TEST 4: then IMDS (EC2)
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  chain;
-        replay_s3_key          games/1/replay.bin;
-    }
-
-    location = /status {
-        replay_status;
-    }
+--- creds: chain
 --- request eval
 ["GET /status", "GET /s3"]
 --- response_body_like eval
@@ -196,13 +154,7 @@ mintSECRET
 
 
 === TEST 5: IMDS turned off and nothing else: nginx says so at startup
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  chain;
-        replay_s3_key          games/1/replay.bin;
-    }
+--- creds: chain
 --- must_die
 --- error_log
 replay_s3_credentials chain: no source in nginx's environment (no AWS_ACCESS_KEY_ID, AWS_WEB_IDENTITY_TOKEN_FILE or AWS_CONTAINER_CREDENTIALS_*_URI, and AWS_EC2_METADATA_DISABLED is true)
@@ -237,13 +189,7 @@ replay_s3_credentials chain: no source in nginx's environment (no AWS_ACCESS_KEY
 
 
 === TEST 7: a parameter of another source is refused
---- config
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  imds token_file=/x;
-        replay_s3_key          games/1/replay.bin;
-    }
+--- creds: imds token_file=/x
 --- must_die
 --- error_log
 invalid parameter "token_file=/x"

@@ -385,6 +385,159 @@ sub no_secrets_in_logs {
         or Test::More::diag(join "\n", @found[0 .. ($#found > 4 ? 4 : $#found)]);
 }
 
+# The location the blocks of a .t test, with "replay_s3_credentials
+# CREDS;" where each block's "--- creds" line goes; blocks with a
+# "--- config" of their own keep it.  By default, a location /s3 that
+# serves games/1/replay.bin, and replay_status at /status.
+my $LOCATION = <<'CONF';
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  CREDS;
+        replay_s3_key          games/1/replay.bin;
+    }
+
+    location = /status {
+        replay_status;
+    }
+CONF
+
+sub location {
+    my ($template) = @_;
+
+    $template //= $LOCATION;
+
+    require Test::Nginx::Socket;
+
+    Test::Nginx::Socket::add_block_preprocessor(sub {
+        my ($block) = @_;
+
+        my $creds = $block->creds;
+
+        if (defined $creds && !defined $block->config) {
+            (my $config = $template) =~ s/\bCREDS\b/$creds/;
+            $block->set_value('config', $config);
+        }
+    });
+}
+
+my $S3_FROM = 0;
+
+# after a block's first request: the first credentials have come (from
+# replay_status at /status), the S3 request log is marked
+sub ready {
+    Test::More::ok(wait_valid('/status'), 'the first credentials came');
+    $S3_FROM = s3_log_size();
+}
+
+# the access key ids that signed S3's requests since ready()
+sub keys_since { return s3_keys($S3_FROM) }
+
+sub pause { select undef, undef, undef, $_[0] }
+
+# sleeps until Unix time $t (a fraction allowed)
+sub pause_until {
+    my ($t) = @_;
+
+    require Time::HiRes;
+
+    my $left = $t - Time::HiRes::time();
+    select undef, undef, undef, $left if $left > 0;
+}
+
+# the first credentials set's state in replay_status (JSON): expires,
+# last_refresh, refreshes, failures, ...
+sub state {
+    my ($status, $body) = get('/status?format=json');
+    my $st = eval { $JSON->decode($body) } || {};
+    return ($st->{replay_credentials} || [])->[0] || {};
+}
+
+# when the credentials held were got, for blocks that act at a time
+# after that (whole seconds, so the fetch was within the second after)
+sub got { return state()->{last_refresh} // time }
+
+# The steps of a block whose refresh fails: credentials of 10 s (ttl =>
+# 10 in the service's state), due after 5 s, the service failing twice
+# (retried after 1 s, then 2 s), new credentials 8 s after the first.
+# The block's requests: /status, then the S3 location at once, between
+# the failures, after the recovery, and then what it likes; at request
+# $last, the keys are checked, and the log against $log_re (the first
+# failure's line), then $more->() if given.
+sub refresh_fails_steps {
+    my ($service, $n, $log_re, $last, $more) = @_;
+
+    my $t0;
+
+    return {
+        0 => sub { ready(); $t0 = got(); control($service, fail => 2) },
+        1 => sub { pause_until($t0 + 6.5) },
+        2 => sub { pause_until($t0 + 9.6) },
+        $last => sub {
+            my @k = keys_since();
+            Test::More::is($k[0], $k[1], "TEST $n: the held credentials "
+                           . 'signed while the refresh failed');
+            Test::More::isnt($k[1], $k[2],
+                             "TEST $n: new credentials once it recovered");
+            log_like($log_re, "TEST $n: the failure is logged, with why");
+            $more->() if $more;
+        },
+    };
+}
+
+# The steps of a block whose token file is rotated: credentials of 6 s
+# (ttl => 6), the file ($file, a path) rewritten with $token once the
+# first ones have come, and the service told to take only it; 4.5 s
+# after they were got (the refresh is due after 3 s) the next request.
+# The block's requests: /status, the S3 location at once, then later;
+# the sent tokens ($sent->() gives them, in order) and the keys are
+# checked at request 2, then $more->() if given.
+sub token_rotation_steps {
+    my ($service, $n, $file, $tokens, $sent, $more) = @_;
+
+    my $t0;
+
+    return {
+        0 => sub {
+            ready();
+            $t0 = got();
+            write_file($file, "$tokens->[1]\n");
+            control($service, token => $tokens->[1]);
+        },
+        1 => sub { pause_until($t0 + 4.5) },
+        2 => sub {
+            Test::More::is(CORE::join(' ', $sent->()), "@$tokens",
+                           "TEST $n: the token file read again at the "
+                           . 'refresh');
+            my @k = keys_since();
+            Test::More::isnt($k[0], $k[1],
+                             "TEST $n: new credentials from the new token");
+            $more->() if $more;
+        },
+    };
+}
+
+# The steps of a block whose credentials expire with no refresh possible:
+# 5 s credentials (ttl => 5), the service then changed by %fail so that
+# every refresh fails; 4.5 s after they were got they are not signed
+# with.  The block's requests: /status, the S3 location at once, then 4.5
+# s later; at request $last the log is checked against $log_re (the
+# 503's line), then $more->() if given.
+sub expiry_steps {
+    my ($service, $n, $fail, $log_re, $last, $more) = @_;
+
+    my $t0;
+
+    return {
+        0 => sub { ready(); $t0 = got(); control($service, %$fail) },
+        1 => sub { pause_until($t0 + 4.5) },
+        $last => sub {
+            log_like($log_re, "TEST $n: the 503 is logged, with why");
+            $more->() if $more;
+        },
+    };
+}
+
 # GETs a path of the nginx under test: status and body
 sub get {
     my ($path) = @_;
