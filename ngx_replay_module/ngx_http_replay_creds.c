@@ -935,9 +935,8 @@ ngx_http_replay_creds_free_local(ngx_http_replay_creds_t *creds)
 
 ngx_int_t
 ngx_http_replay_creds_unavailable(ngx_http_request_t *r,
-    ngx_http_replay_creds_t *creds)
+    ngx_http_replay_creds_t *creds, time_t *retry_after)
 {
-    u_char                       *p;
     time_t                        now, retry, expires;
     ngx_uint_t                    consecutive;
     ngx_http_replay_creds_shm_t  *sh;
@@ -986,17 +985,7 @@ ngx_http_replay_creds_unavailable(ngx_http_request_t *r,
                       err[0] ? ", the last try failed: " : "", err);
     }
 
-    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (ngx_http_replay_add_header(r, "Retry-After", p,
-                                   ngx_sprintf(p, "%T", retry) - p)
-        == NULL)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    *retry_after = retry;
 
     return NGX_HTTP_SERVICE_UNAVAILABLE;
 }

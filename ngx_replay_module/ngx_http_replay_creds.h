@@ -45,9 +45,12 @@ size_t ngx_http_replay_creds_token_max(ngx_http_replay_creds_t *creds);
 ngx_replay_sigv4_creds_t *ngx_http_replay_creds_get(
     ngx_http_replay_creds_t *creds);
 
-/* no credentials: logs why, adds Retry-After, returns 503 */
+/*
+ * No credentials: logs why, returns 503, and in *retry_after the seconds
+ * until the next refresh is due (1 to 60), for a Retry-After.
+ */
 ngx_int_t ngx_http_replay_creds_unavailable(ngx_http_request_t *r,
-    ngx_http_replay_creds_t *creds);
+    ngx_http_replay_creds_t *creds, time_t *retry_after);
 
 /* each set's state, for replay_status: Prometheus lines or a JSON member */
 size_t ngx_http_replay_creds_status_size(void);

@@ -1,25 +1,33 @@
 
 /*
- * S3 addressing, credentials and request signing.
+ * S3 addressing and request signing.
  */
 
 
 #include "ngx_http_replay_s3.h"
 #include "ngx_http_replay_memory.h"
+#include "ngx_http_replay_util.h"
 #include "ngx_http_replay_creds.h"
 
 
 static ngx_int_t ngx_http_replay_s3_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_replay_s3_signed_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_replay_s3_header_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_replay_s3_sign(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx);
 static ngx_int_t ngx_http_replay_s3_token_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_replay_s3_sha256_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_replay_s3_host_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_replay_s3_redirect(ngx_http_request_t *r,
+static void ngx_http_replay_s3_request(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx, ngx_http_replay_loc_conf_t *rlcf,
-    ngx_replay_sigv4_creds_t *creds, ngx_replay_sigv4_request_t *req);
+    ngx_str_t *method, ngx_replay_sigv4_request_t *req,
+    ngx_replay_sigv4_header_t *headers);
 static size_t ngx_http_replay_s3_auth_size(ngx_http_replay_loc_conf_t *rlcf);
 static size_t ngx_http_replay_s3_url_size(ngx_http_replay_loc_conf_t *rlcf,
     size_t uri_len);
@@ -42,11 +50,11 @@ static ngx_http_variable_t  ngx_http_replay_s3_vars[] = {
       offsetof(ngx_http_replay_ctx_t, uri), NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("replay_s3_authorization"), NULL,
-      ngx_http_replay_s3_variable,
+      ngx_http_replay_s3_signed_variable,
       offsetof(ngx_http_replay_ctx_t, authorization),
       NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
 
-    { ngx_string("replay_s3_date"), NULL, ngx_http_replay_s3_variable,
+    { ngx_string("replay_s3_date"), NULL, ngx_http_replay_s3_signed_variable,
       offsetof(ngx_http_replay_ctx_t, amz_date), NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("replay_s3_host"), NULL, ngx_http_replay_s3_host_variable,
@@ -57,6 +65,34 @@ static ngx_http_variable_t  ngx_http_replay_s3_vars[] = {
 
     { ngx_string("replay_s3_security_token"), NULL,
       ngx_http_replay_s3_token_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    /* the client's headers that S3 sees, when the answer is not cached */
+
+    { ngx_string("replay_s3_range"), NULL, ngx_http_replay_s3_header_variable,
+      offsetof(ngx_http_headers_in_t, range), NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("replay_s3_if_range"), NULL,
+      ngx_http_replay_s3_header_variable,
+      offsetof(ngx_http_headers_in_t, if_range), NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("replay_s3_if_match"), NULL,
+      ngx_http_replay_s3_header_variable,
+      offsetof(ngx_http_headers_in_t, if_match), NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("replay_s3_if_none_match"), NULL,
+      ngx_http_replay_s3_header_variable,
+      offsetof(ngx_http_headers_in_t, if_none_match),
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("replay_s3_if_modified_since"), NULL,
+      ngx_http_replay_s3_header_variable,
+      offsetof(ngx_http_headers_in_t, if_modified_since),
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("replay_s3_if_unmodified_since"), NULL,
+      ngx_http_replay_s3_header_variable,
+      offsetof(ngx_http_headers_in_t, if_unmodified_since),
       NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
 
       ngx_http_null_variable
@@ -74,35 +110,23 @@ ngx_http_replay_s3_add_variables(ngx_conf_t *cf)
 }
 
 
-/*
- * Variables read from the request's context; but for $replay_key they are
- * empty ("not found") until the request has been signed.
- */
+/* $replay_key, $replay_s3_uri: strings of the request's context */
 
 static ngx_int_t
 ngx_http_replay_s3_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_str_t              *s, date;
+    ngx_str_t              *s;
     ngx_http_replay_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
 
-    if (ctx == NULL || (data != offsetof(ngx_http_replay_ctx_t, key)
-                        && !ctx->signed_request))
-    {
+    if (ctx == NULL) {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    if (data == offsetof(ngx_http_replay_ctx_t, amz_date)) {
-        date.data = ctx->amz_date;
-        date.len = NGX_REPLAY_SIGV4_DATE_LEN;
-        s = &date;
-
-    } else {
-        s = (ngx_str_t *) ((char *) ctx + data);
-    }
+    s = (ngx_str_t *) ((char *) ctx + data);
 
     if (s->data == NULL) {
         v->not_found = 1;
@@ -114,6 +138,79 @@ ngx_http_replay_s3_variable(ngx_http_request_t *r,
     v->no_cacheable = 1;
     v->not_found = 0;
     v->data = s->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * $replay_s3_authorization and $replay_s3_date: the request is signed
+ * when the proxy module first asks for them, as it builds the request to
+ * S3, so that the method signed is the one sent (GET for a HEAD that
+ * proxy_cache turns into one) and a request served from the cache is not
+ * signed at all.
+ */
+
+static ngx_int_t
+ngx_http_replay_s3_signed_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_replay_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+
+    if (ctx == NULL || ctx->uri.len == 0
+        || ctx->phase != NGX_HTTP_REPLAY_PROXY)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (!ctx->signed_request && ngx_http_replay_s3_sign(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (data == offsetof(ngx_http_replay_ctx_t, amz_date)) {
+        v->data = ctx->amz_date;
+        v->len = NGX_REPLAY_SIGV4_DATE_LEN;
+
+    } else {
+        v->data = ctx->authorization.data;
+        v->len = ctx->authorization.len;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A client's Range or conditional header, for S3; none when the answer is
+ * to be cached: the cache keeps the whole object, and nginx answers
+ * ranges and conditions from it.
+ */
+
+static ngx_int_t
+ngx_http_replay_s3_header_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_table_elt_t  *h;
+
+    h = *(ngx_table_elt_t **) ((char *) &r->headers_in + data);
+
+    if (h == NULL || (r->upstream && r->upstream->cacheable)) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = h->value.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = h->value.data;
 
     return NGX_OK;
 }
@@ -158,8 +255,6 @@ ngx_http_replay_s3_host_variable(ngx_http_request_t *r,
 }
 
 
-/* the token the request was signed with, copied into it */
-
 static ngx_int_t
 ngx_http_replay_s3_token_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
@@ -168,7 +263,19 @@ ngx_http_replay_s3_token_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
 
-    if (ctx == NULL || ctx->security_token.len == 0) {
+    if (ctx == NULL || ctx->uri.len == 0
+        || ctx->phase != NGX_HTTP_REPLAY_PROXY)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    /* the token of the credentials the request is signed with */
+    if (!ctx->signed_request && ngx_http_replay_s3_sign(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->security_token.len == 0) {
         v->not_found = 1;
         return NGX_OK;
     }
@@ -317,45 +424,23 @@ ngx_http_replay_s3_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
 }
 
 
+/* the S3 path of ctx->key: the bucket's prefix, the key encoded once */
+
 ngx_int_t
-ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+ngx_http_replay_s3_prepare(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 {
-    u_char                      *p, *out;
-    size_t                       len, size;
-    uint64_t                     start;
-    ngx_uint_t                   n;
-    ngx_replay_sigv4_creds_t    *creds;
+    u_char                      *p;
+    size_t                       len;
     ngx_http_replay_loc_conf_t  *rlcf;
-    ngx_replay_sigv4_request_t   req;
-    ngx_replay_sigv4_header_t    headers[4];
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
-
-    creds = ngx_http_replay_creds_get(rlcf->creds);
-    if (creds == NULL) {
-        return ngx_http_replay_creds_unavailable(r, rlcf->creds);
-    }
-
-    /* the proxy may read $replay_s3_security_token later than now */
-    if (creds->session_token.len && !rlcf->redirect) {
-        ctx->security_token.len = creds->session_token.len;
-        ctx->security_token.data = ngx_http_replay_mem_alloc(r, ctx,
-                                       creds->session_token.len,
-                                       "session token");
-        if (ctx->security_token.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ngx_memcpy(ctx->security_token.data, creds->session_token.data,
-                   creds->session_token.len);
-    }
 
     len = ngx_replay_sigv4_uri_encode(NULL, ctx->key.data, ctx->key.len, 1);
 
     p = ngx_http_replay_mem_alloc(r, ctx, rlcf->path_prefix.len + len,
                                   "S3 path");
     if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     ctx->uri.data = p;
@@ -364,21 +449,35 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     p = ngx_cpymem(p, rlcf->path_prefix.data, rlcf->path_prefix.len);
     ngx_replay_sigv4_uri_encode(p, ctx->key.data, ctx->key.len, 1);
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "replay: s3 \"%V\" host \"%V\"", &ctx->uri, &rlcf->host);
+
+    return NGX_OK;
+}
+
+
+/* the request as the proxy sends it: host, date, payload hash, token */
+
+static void
+ngx_http_replay_s3_request(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_http_replay_loc_conf_t *rlcf, ngx_str_t *method,
+    ngx_replay_sigv4_request_t *req, ngx_replay_sigv4_header_t *headers)
+{
+    ngx_memzero(req, sizeof(ngx_replay_sigv4_request_t));
+
     ngx_replay_sigv4_format_date(ngx_time(), (char *) ctx->amz_date);
 
-    ngx_memzero(&req, sizeof(ngx_replay_sigv4_request_t));
-
-    req.method.data = r->method_name.data;
-    req.method.len = r->method_name.len;
-    req.path.data = ctx->uri.data;
-    req.path.len = ctx->uri.len;
-    ngx_memcpy(req.amz_date, ctx->amz_date, NGX_REPLAY_SIGV4_DATE_LEN);
-    req.headers = headers;
+    req->method.data = method->data;
+    req->method.len = method->len;
+    req->path.data = ctx->uri.data;
+    req->path.len = ctx->uri.len;
+    ngx_memcpy(req->amz_date, ctx->amz_date, NGX_REPLAY_SIGV4_DATE_LEN);
+    req->headers = headers;
 #if (NGX_DEBUG)
     /* the signer builds the debug texts only when they are asked for */
     if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
-        req.debug = ngx_http_replay_s3_debug;
-        req.debug_data = r->connection->log;
+        req->debug = ngx_http_replay_s3_debug;
+        req->debug_data = r->connection->log;
     }
 #endif
 
@@ -387,10 +486,60 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     headers[0].value.data = rlcf->host.data;
     headers[0].value.len = rlcf->host.len;
 
-    if (rlcf->redirect) {
-        req.nheaders = 1;
-        return ngx_http_replay_s3_redirect(r, ctx, rlcf, creds, &req);
+    req->nheaders = 1;
+}
+
+
+static ngx_int_t
+ngx_http_replay_s3_sign(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+{
+    u_char                      *out;
+    size_t                       len, size;
+    uint64_t                     start;
+    ngx_str_t                    method;
+    ngx_uint_t                   n;
+    ngx_replay_sigv4_creds_t    *creds;
+    ngx_http_replay_loc_conf_t  *rlcf;
+    ngx_replay_sigv4_request_t   req;
+    ngx_replay_sigv4_header_t    headers[4];
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    /*
+     * The phase handler has seen credentials; they may have expired since
+     * if the proxy builds its request later (proxy_cache_lock): then the
+     * proxy answers 500, and the log says why.
+     */
+    creds = ngx_http_replay_creds_get(rlcf->creds);
+    if (creds == NULL) {
+        (void) ngx_http_replay_creds_unavailable(r, rlcf->creds,
+                                                 &ctx->retry_after);
+        return NGX_ERROR;
     }
+
+    /* $replay_s3_security_token: the token signed with, whatever comes */
+    if (creds->session_token.len) {
+        ctx->security_token.data = ngx_http_replay_mem_alloc(r, ctx,
+                                       creds->session_token.len,
+                                       "session token");
+        if (ctx->security_token.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ctx->security_token.data, creds->session_token.data,
+                   creds->session_token.len);
+        ctx->security_token.len = creds->session_token.len;
+    }
+
+    /* proxy_cache turns a HEAD into a GET (u->method); nothing else may */
+    if (r->upstream && r->upstream->method.len) {
+        method = r->upstream->method;
+
+    } else {
+        method = r->method_name;
+    }
+
+    ngx_http_replay_s3_request(r, ctx, rlcf, &method, &req, headers);
 
     n = 1;
 
@@ -422,7 +571,7 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 
     out = ngx_http_replay_mem_alloc(r, ctx, size, "Authorization");
     if (out == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     start = ngx_http_replay_usec();
@@ -432,7 +581,7 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "replay: signing the S3 request failed");
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     ctx->s3_start = ngx_http_replay_usec();
@@ -442,11 +591,10 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     ctx->authorization.len = len;
     ctx->signed_request = 1;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "replay: GET s3 \"%V\" host \"%V\"", &ctx->uri,
-                   &rlcf->host);
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "replay: signed %V for s3", &method);
 
-    return rlcf->proxy_handler(r);
+    return NGX_OK;
 }
 
 
@@ -474,6 +622,7 @@ ngx_http_replay_s3_need(ngx_http_replay_loc_conf_t *rlcf)
         return size + uri + ngx_http_replay_s3_url_size(rlcf, uri);
     }
 
+    /* the signature, and the session token copied for the proxy */
     return size + uri + ngx_http_replay_s3_auth_size(rlcf)
            + ngx_http_replay_creds_token_max(rlcf->creds);
 }
@@ -501,15 +650,36 @@ ngx_http_replay_s3_url_size(ngx_http_replay_loc_conf_t *rlcf, size_t uri_len)
 }
 
 
-static ngx_int_t
-ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
-    ngx_http_replay_loc_conf_t *rlcf, ngx_replay_sigv4_creds_t *creds,
-    ngx_replay_sigv4_request_t *req)
+/*
+ * Redirect mode: a presigned URL for the request's method, in Location;
+ * what the phase handler answers with (302 or 307).
+ */
+
+ngx_int_t
+ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 {
-    u_char           *p, *out;
-    size_t            size, len;
-    uint64_t          start;
-    ngx_table_elt_t  *h;
+    u_char                      *p, *out;
+    size_t                       size, len;
+    uint64_t                     start;
+    ngx_table_elt_t             *h;
+    ngx_replay_sigv4_creds_t    *creds;
+    ngx_http_replay_loc_conf_t  *rlcf;
+    ngx_replay_sigv4_request_t   req;
+    ngx_replay_sigv4_header_t    headers[1];
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    creds = ngx_http_replay_creds_get(rlcf->creds);
+    if (creds == NULL) {
+        return ngx_http_replay_creds_unavailable(r, rlcf->creds,
+                                                 &ctx->retry_after);
+    }
+
+    if (ngx_http_replay_s3_prepare(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_replay_s3_request(r, ctx, rlcf, &r->method_name, &req, headers);
 
     size = ngx_http_replay_s3_url_size(rlcf, ctx->uri.len);
 
@@ -524,7 +694,7 @@ ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
 
     start = ngx_http_replay_usec();
 
-    if (ngx_replay_sigv4_presign(creds, req, rlcf->presign_expires, p,
+    if (ngx_replay_sigv4_presign(creds, &req, rlcf->presign_expires, p,
                                  size - (p - out), &len)
         != NGX_REPLAY_SIGV4_OK)
     {

@@ -151,7 +151,8 @@ sub prometheus {
             next;
         }
 
-        if ($line =~ /^(([a-z0-9_]+?)(?:_bucket|_sum|_count)?(?:\{[a-z_]+="[^"]*"\})?) (\d+(?:\.\d+)?)$/
+        # labels: name="value", comma-separated
+        if ($line =~ /^(([a-z0-9_]+?)(?:_bucket|_sum|_count)?(?:\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})?) (\d+(?:\.\d+)?)$/
             && ($typed{$2} || $typed{$1}))
         {
             $samples{$1} = $3;
@@ -199,7 +200,7 @@ __DATA__
 --- response_body_like eval
 [
     qr/\Abucket=replays key=games\/1\/replay\.bin\n\z/,
-    qr/\A\z/,
+    qr/<title>404 Not Found<\/title>/,
     qr/405/,
     qr/^# TYPE replay_s3_first_byte_seconds histogram$/m,
 ]
