@@ -1,8 +1,9 @@
 # replay_s3_credentials file=PATH and env: credentials a secrets agent
 # writes (here, key pairs the S3 server mints and revokes), read by the
 # master at startup and by a worker again whenever the file changes, with
-# no reload.  %before sets things up before a block's nginx starts;
-# %steps rotate the file between requests and check the logs at the end.
+# no reload.  "--- before" sets things up before a block's nginx starts;
+# "--- after_request" rotates the file between requests and checks the
+# logs at the end.
 
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
@@ -10,14 +11,13 @@ use ReplayTest;
 use AwsCreds;
 use POSIX ();
 
-# the blocks' location (AwsCreds.pm), with their "--- creds"
-AwsCreds::location();
+AwsCreds::init();
 
 sub pause { AwsCreds::pause(@_) }
 
 sub creds_file { "$Test::Nginx::Util::ServRoot/html/agent.creds" }
 
-my (%pair, $s3_from, $expires);
+our (%pair, $s3_from, $expires);
 
 # a file as a secrets agent writes it, of a pair just minted
 sub agent_file {
@@ -55,100 +55,75 @@ sub clean {
     AwsCreds::no_secrets_in_logs("TEST $n");
 }
 
-# the blocks' first file, in --- user_files ($TEST_NGINX_AGENT_FILE is
-# expanded as the block starts; the server root is made anew then)
+# the block's first file, in --- user_files ($TEST_NGINX_AGENT_FILE is
+# expanded as the block starts, after the server root is made anew)
 sub first {
     my (%opt) = @_;
-    return sub { $ENV{TEST_NGINX_AGENT_FILE} = agent_file('A', %opt) };
+    return sub {
+        mark();
+        $ENV{TEST_NGINX_AGENT_FILE} = agent_file('A', %opt);
+    };
 }
 
-my %before = (
-    1 => sub { first()->(); mark() },
-    2 => first(),
-    3 => first(),
-    # long enough for the slowest nginx (valgrind's) to start and serve
-    4 => first(ttl => 60, expiry => 1, expires_in => 12),
-    6 => sub {
-        my $p = AwsCreds::mint(12);
-        $expires = time + 12;
-        $ENV{AWS_ACCESS_KEY_ID_SAVED} = $ENV{AWS_ACCESS_KEY_ID};
-        $ENV{AWS_SECRET_ACCESS_KEY_SAVED} = $ENV{AWS_SECRET_ACCESS_KEY};
-        $ENV{AWS_ACCESS_KEY_ID} = $p->{AccessKeyId};
-        $ENV{AWS_SECRET_ACCESS_KEY} = $p->{SecretAccessKey};
-        $ENV{AWS_SESSION_TOKEN} = $p->{SessionToken};
-        $ENV{AWS_CREDENTIAL_EXPIRATION} = $p->{Expiration};
-    },
-    7 => sub {
-        $ENV{AWS_ACCESS_KEY_ID} = delete $ENV{AWS_ACCESS_KEY_ID_SAVED};
-        $ENV{AWS_SECRET_ACCESS_KEY} = delete $ENV{AWS_SECRET_ACCESS_KEY_SAVED};
-        delete $ENV{AWS_SESSION_TOKEN};
-        $ENV{AWS_CREDENTIAL_EXPIRATION} = 'tomorrow';
-    },
-    8 => sub { delete $ENV{AWS_CREDENTIAL_EXPIRATION} },
-);
+# env: a pair of its own, expiring; then the suite's keys back
+sub env_expiring {
+    my $p = AwsCreds::mint(12 * $AwsCreds::SLOW);
+    $expires = time + 12 * $AwsCreds::SLOW;
+    $ENV{AWS_ACCESS_KEY_ID_SAVED} = $ENV{AWS_ACCESS_KEY_ID};
+    $ENV{AWS_SECRET_ACCESS_KEY_SAVED} = $ENV{AWS_SECRET_ACCESS_KEY};
+    $ENV{AWS_ACCESS_KEY_ID} = $p->{AccessKeyId};
+    $ENV{AWS_SECRET_ACCESS_KEY} = $p->{SecretAccessKey};
+    $ENV{AWS_SESSION_TOKEN} = $p->{SessionToken};
+    $ENV{AWS_CREDENTIAL_EXPIRATION} = $p->{Expiration};
+}
 
-my %steps = (
-    1 => { 0 => sub {
-               rotate('B');
-               AwsCreds::revoke($pair{A}{AccessKeyId});
-               pause(2.5);
-           },
-           1 => sub {
-               my @k = keys_since();
-               Test::More::is("@k", "$pair{A}{AccessKeyId} "
-                              . "$pair{B}{AccessKeyId}",
-                              'TEST 1: the rotated pair signs, no reload');
-               AwsCreds::log_like(qr/\[info\] .*replay: AWS credentials from file \(nginx.conf:\d+\) read again: ".*agent\.creds" has changed$/,
-                                  'TEST 1: the new file is logged');
-               clean(1);
-           } },
-    2 => { 0 => sub {
-               # the same file (inode) written again, as "cat > file" does
-               open my $fh, '>', creds_file() or die $!;
-               print $fh agent_file('C');
-               close $fh;
-               pause(2.5);
-           },
-           1 => sub { clean(2) } },
-    3 => { 0 => sub {
-               mark();
-               AwsCreds::write_file(creds_file(), "[default]\n"
-                                    . "aws_access_key_id = ASIAHALFWRITTEN\n"
-                                    . "this line holds the secret mintSECRETx\n");
-               pause(3.5);
-           },
-           1 => sub {
-               rotate('D');
-               pause(2.5);
-           },
-           2 => sub {
-               my @k = keys_since();
-               Test::More::is("@k", "$pair{A}{AccessKeyId} "
-                              . "$pair{D}{AccessKeyId}",
-                              'TEST 3: the held pair signs until a good file '
-                              . 'comes');
-               Test::More::is(AwsCreds::log_count(qr/\[error\] .*replay: refreshing AWS credentials from file \(nginx.conf:\d+\) failed: credentials file ".*agent\.creds", line 3: "name = value" expected; those held do not expire, next try in 1s$/),
-                              1, 'TEST 3: the bad file is logged once, by '
-                              . 'line, without its text');
-               clean(3);
-           } },
-    # once not used any more (2 s before they expire)
-    4 => { 0 => sub { AwsCreds::pause_until($expires - 1) },
-           1 => sub { rotate('F', ttl => 3600, expiry => 1); pause(2.5) },
-           2 => sub {
-               AwsCreds::log_like(qr/\[error\] .*replay: no AWS credentials to sign with: those from file \(nginx.conf:\d+\) are no longer valid \(they expire at \S+Z\), and none newer came, client: /,
-                                  'TEST 4: the 503 is logged, with why');
-               clean(4);
-           } },
-    6 => { 0 => sub { AwsCreds::pause_until($expires - 1) },
-           1 => sub {
-               AwsCreds::log_like(qr/replay: no AWS credentials to sign with: those from env \(nginx.conf:\d+\) are no longer valid/,
-                                  'TEST 6: env\'s expiry is kept to');
-           } },
-);
+sub env_bad_expiry {
+    $ENV{AWS_ACCESS_KEY_ID} = delete $ENV{AWS_ACCESS_KEY_ID_SAVED};
+    $ENV{AWS_SECRET_ACCESS_KEY} = delete $ENV{AWS_SECRET_ACCESS_KEY_SAVED};
+    delete $ENV{AWS_SESSION_TOKEN};
+    $ENV{AWS_CREDENTIAL_EXPIRATION} = 'tomorrow';
+}
 
-AwsCreds::before(\%before);
-AwsCreds::steps(\%steps);
+sub t1_rotate {
+    rotate('B');
+    AwsCreds::revoke($pair{A}{AccessKeyId});
+    pause(2.5);
+}
+
+sub t1_check {
+    my @k = keys_since();
+    Test::More::is("@k", "$pair{A}{AccessKeyId} $pair{B}{AccessKeyId}",
+                   'TEST 1: the rotated pair signs, no reload');
+    AwsCreds::log_like(qr/\[info\] .*replay: AWS credentials from file \(nginx.conf:\d+\) read again: ".*agent\.creds" has changed$/,
+                       'TEST 1: the new file is logged');
+    clean(1);
+}
+
+sub t2_rewrite {
+    # the same file (inode) written again, as "cat > file" does
+    open my $fh, '>', creds_file() or die $!;
+    print $fh agent_file('C');
+    close $fh;
+    pause(2.5);
+}
+
+sub t3_half_written {
+    mark();
+    AwsCreds::write_file(creds_file(), "[default]\n"
+                         . "aws_access_key_id = ASIAHALFWRITTEN\n"
+                         . "this line holds the secret mintSECRETx\n");
+    pause(3.5);
+}
+
+sub t3_check {
+    my @k = keys_since();
+    Test::More::is("@k", "$pair{A}{AccessKeyId} $pair{D}{AccessKeyId}",
+                   'TEST 3: the held pair signs until a good file comes');
+    Test::More::is(AwsCreds::log_count(qr/\[error\] .*replay: refreshing AWS credentials from file \(nginx.conf:\d+\) failed: credentials file ".*agent\.creds", line 3: "name = value" expected; those held do not expire, next try in 1s$/),
+                   1, 'TEST 3: the bad file is logged once, by line, '
+                   . 'without its text');
+    clean(3);
+}
 
 no_shuffle();
 run_tests();
@@ -156,6 +131,10 @@ run_tests();
 __DATA__
 
 === TEST 1: a rotated file is read again, no reload: the new pair signs (the old one is revoked)
+--- before eval
+main::first()
+--- after_request eval
+[\&main::t1_rotate, \&main::t1_check]
 --- user_files
 >>> agent.creds
 $TEST_NGINX_AGENT_FILE
@@ -172,6 +151,10 @@ mintSECRET
 
 
 === TEST 2: a file written in place (same inode) is read again too
+--- before eval
+main::first()
+--- after_request eval
+[\&main::t2_rewrite, sub { main::clean(2) }]
 --- user_files
 >>> agent.creds
 $TEST_NGINX_AGENT_FILE
@@ -188,6 +171,11 @@ mintSECRET
 
 
 === TEST 3: a file half written is refused (logged once, by line, not its text), the held pair kept; the next good one is read
+--- before eval
+main::first()
+--- after_request eval
+[\&main::t3_half_written, sub { main::rotate('D'); main::pause(2.5) },
+ \&main::t3_check]
 --- user_files
 >>> agent.creds
 $TEST_NGINX_AGENT_FILE
@@ -202,6 +190,19 @@ mintSECRET
 
 
 === TEST 4: a file that says when it expires (x_security_token_expires): expired and not rotated, 503; rotated, served again
+--- before eval
+main::first(ttl => 60, expiry => 1, expires_in => 12 * $AwsCreds::SLOW)
+--- after_request eval
+[
+    # once not used any more (2 s before they expire)
+    sub { AwsCreds::pause_until($main::expires - 1) },
+    sub { main::rotate('F', ttl => 3600, expiry => 1); main::pause(2.5) },
+    sub {
+        AwsCreds::log_like(qr/\[error\] .*replay: no AWS credentials to sign with: those from file \(nginx.conf:\d+\) are no longer valid \(they expire at \S+Z\), and none newer came, client: /,
+                           'TEST 4: the 503 is logged, with why');
+        main::clean(4);
+    },
+]
 --- user_files
 >>> agent.creds
 $TEST_NGINX_AGENT_FILE
@@ -231,6 +232,13 @@ bad.creds", line 3: the expiration is not a time like 2024-01-31T12:00:00Z
 
 
 === TEST 6: env with AWS_CREDENTIAL_EXPIRATION: served until then, 503 after
+--- before eval
+\&main::env_expiring
+--- after_request eval
+[sub { AwsCreds::pause_until($main::expires - 1) }, sub {
+    AwsCreds::log_like(qr/replay: no AWS credentials to sign with: those from env \(nginx.conf:\d+\) are no longer valid/,
+                       'TEST 6: env\'s expiry is kept to');
+}]
 --- creds: env
 --- request eval
 ["GET /s3", "GET /s3"]
@@ -242,6 +250,8 @@ mintSECRET
 
 
 === TEST 7: AWS_CREDENTIAL_EXPIRATION that is not a time
+--- before eval
+\&main::env_bad_expiry
 --- creds: env
 --- must_die
 --- error_log

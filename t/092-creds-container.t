@@ -2,9 +2,9 @@
 # Identity endpoint (the suite's, t/services/aws/container.js), given by
 # AWS_CONTAINER_CREDENTIALS_FULL_URI or _RELATIVE_URI (or endpoint=), with
 # the authorization token of AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (read
-# again at each refresh) or AWS_CONTAINER_AUTHORIZATION_TOKEN.  %before
+# again at each refresh) or AWS_CONTAINER_AUTHORIZATION_TOKEN.  "--- before"
 # sets the service and the environment up before a block's nginx starts;
-# %steps act between its requests and check the logs at the end.
+# "--- after_request" acts between its requests and checks the logs.
 
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
@@ -12,14 +12,10 @@ use ReplayTest;
 use AwsCreds;
 
 AwsCreds::start('container');
+AwsCreds::init();
 
-# the blocks' location (AwsCreds.pm), with their "--- creds"
-AwsCreds::location();
-
-my $TOKEN1 = 'mintAUTH-pod-identity-one';
-my $TOKEN2 = 'mintAUTH-pod-identity-two';
-
-sub agent { AwsCreds::control('container', reset => 1, @_) }
+our $TOKEN1 = 'mintAUTH-pod-identity-one';
+our $TOKEN2 = 'mintAUTH-pod-identity-two';
 
 sub token_file { "$Test::Nginx::Util::ServRoot/html/pod-token" }
 
@@ -30,70 +26,20 @@ sub clean {
     AwsCreds::no_secrets_in_logs("TEST $n", 'mintAUTH');
 }
 
-sub unset_env {
-    delete @ENV{qw(AWS_CONTAINER_CREDENTIALS_FULL_URI
-                   AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
-                   AWS_CONTAINER_AUTHORIZATION_TOKEN
-                   AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)};
+# the agent's state, and the environment of the block's nginx: the
+# AWS_CONTAINER_* variables given, no other
+sub agent {
+    my ($state, %env) = @_;
+
+    return sub {
+        AwsCreds::control('container', reset => 1, %$state);
+        delete @ENV{qw(AWS_CONTAINER_CREDENTIALS_FULL_URI
+                       AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
+                       AWS_CONTAINER_AUTHORIZATION_TOKEN
+                       AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)};
+        @ENV{keys %env} = values %env;
+    };
 }
-
-my %before = (
-    1 => sub {
-        agent(flavor => 'eks', path => '/v1/credentials', token => $TOKEN1);
-        $ENV{AWS_CONTAINER_CREDENTIALS_FULL_URI}
-            = "$ENV{TEST_NGINX_CONTAINER_URL}/v1/credentials";
-        $ENV{AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE} = token_file();
-    },
-    2 => sub {
-        unset_env();
-        agent(flavor => 'eks', path => '/v1/credentials', token => $TOKEN1,
-              ttl => 6);
-    },
-    3 => sub {
-        agent(path => '/v2/credentials/task', token => 'mintAUTH-static');
-        $ENV{AWS_CONTAINER_CREDENTIALS_FULL_URI}
-            = "$ENV{TEST_NGINX_CONTAINER_URL}/v2/credentials/task";
-        $ENV{AWS_CONTAINER_AUTHORIZATION_TOKEN} = 'mintAUTH-static';
-    },
-    4 => sub { unset_env(); agent(path => '/v2/credentials/task', ttl => 10) },
-    5 => sub {
-        agent(flavor => 'eks', path => '/v1/credentials', token => $TOKEN1,
-              ttl => 5);
-    },
-    6 => sub {
-        unset_env();
-        $ENV{AWS_CONTAINER_CREDENTIALS_RELATIVE_URI} = '/v2/credentials/x';
-    },
-    7 => sub { unset_env() },
-);
-
-my %steps = (
-    1 => { 0 => \&AwsCreds::ready,
-           1 => sub {
-               Test::More::is(CORE::join(' ', auths()), $TOKEN1,
-                              'TEST 1: the token file\'s token, as '
-                              . 'Authorization');
-               clean(1);
-           } },
-    2 => AwsCreds::token_rotation_steps('container', 2, token_file(),
-                                        [$TOKEN1, $TOKEN2], \&auths,
-                                        sub { clean(2) }),
-    3 => { 0 => \&AwsCreds::ready,
-           1 => sub {
-               Test::More::is(CORE::join(' ', auths()), 'mintAUTH-static',
-                              'TEST 3: AWS_CONTAINER_AUTHORIZATION_TOKEN');
-               clean(3);
-           } },
-    4 => AwsCreds::refresh_fails_steps('container', 4, qr/\[error\] .*replay: refreshing AWS credentials from container \(nginx.conf:\d+\) failed: HTTP 500, InternalError; those held expire at \S+Z, next try in 1s$/, 3, sub {
-             Test::More::ok(!grep({ defined } auths()),
-                            'TEST 4: no Authorization without a token');
-             clean(4);
-         }),
-    5 => AwsCreds::expiry_steps('container', 5, { token => 'mintAUTH-another' }, qr/\[error\] .*replay: no AWS credentials to sign with: those from container \(nginx.conf:\d+\) are no longer valid \(they expire at \S+Z\), [1-9] refreshes failed in a row, the last: HTTP 403, AccessDenied, client: /, 2, sub { clean(5) }),
-);
-
-AwsCreds::before(\%before);
-AwsCreds::steps(\%steps);
 
 no_shuffle();
 run_tests();
@@ -101,6 +47,16 @@ run_tests();
 __DATA__
 
 === TEST 1: EKS Pod Identity: AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE from the environment
+--- before eval
+main::agent({ flavor => 'eks', path => '/v1/credentials', token => $main::TOKEN1 },
+            AWS_CONTAINER_CREDENTIALS_FULL_URI => "$ENV{TEST_NGINX_CONTAINER_URL}/v1/credentials",
+            AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE => main::token_file())
+--- after_request eval
+[\&AwsCreds::ready, sub {
+    Test::More::is(CORE::join(' ', main::auths()), $main::TOKEN1,
+                   'TEST 1: the token file\'s token, as Authorization');
+    main::clean(1);
+}]
 --- user_files
 >>> pod-token
 mintAUTH-pod-identity-one
@@ -118,6 +74,13 @@ mintAUTH
 
 
 === TEST 2: the token file changes: the next refresh sends the new one
+--- before eval
+main::agent({ flavor => 'eks', path => '/v1/credentials', token => $main::TOKEN1,
+              ttl => AwsCreds::ttl_rotation() })
+--- after_request eval
+AwsCreds::refreshed('container', 2, main::token_file(),
+                    [$main::TOKEN1, $main::TOKEN2], \&main::auths,
+                    sub { main::clean(2) })
 --- user_files
 >>> pod-token
 mintAUTH-pod-identity-one
@@ -133,6 +96,16 @@ mintSECRET
 
 
 === TEST 3: a token of the environment's own (AWS_CONTAINER_AUTHORIZATION_TOKEN)
+--- before eval
+main::agent({ path => '/v2/credentials/task', token => 'mintAUTH-static' },
+            AWS_CONTAINER_CREDENTIALS_FULL_URI => "$ENV{TEST_NGINX_CONTAINER_URL}/v2/credentials/task",
+            AWS_CONTAINER_AUTHORIZATION_TOKEN => 'mintAUTH-static')
+--- after_request eval
+[\&AwsCreds::ready, sub {
+    Test::More::is(CORE::join(' ', main::auths()), 'mintAUTH-static',
+                   'TEST 3: AWS_CONTAINER_AUTHORIZATION_TOKEN');
+    main::clean(3);
+}]
 --- creds: container
 --- request eval
 ["GET /status", "GET /s3"]
@@ -146,6 +119,14 @@ mintAUTH
 
 
 === TEST 4: ECS (no token): a refresh that fails is logged and retried; the credentials held sign meanwhile; it recovers
+--- before eval
+main::agent({ path => '/v2/credentials/task', ttl => AwsCreds::ttl_fails() })
+--- after_request eval
+AwsCreds::refresh_fails('container', 4, qr/\[error\] .*replay: refreshing AWS credentials from container \(nginx.conf:\d+\) failed: HTTP 500, InternalError; those held expire at \S+Z, next try in 1s$/, 3, sub {
+    Test::More::ok(!grep({ defined } main::auths()),
+                   'TEST 4: no Authorization without a token');
+    main::clean(4);
+})
 --- creds: container endpoint=$TEST_NGINX_CONTAINER_URL/v2/credentials/task
 --- request eval
 ["GET /status", "GET /s3", "GET /s3", "GET /s3"]
@@ -157,6 +138,11 @@ mintSECRET
 
 
 === TEST 5: the agent refuses the token: no refresh possible, the credentials expire, 503 and a log line
+--- before eval
+main::agent({ flavor => 'eks', path => '/v1/credentials', token => $main::TOKEN1,
+              ttl => AwsCreds::ttl_expiry() })
+--- after_request eval
+AwsCreds::expiry('container', 5, { token => 'mintAUTH-another' }, qr/\[error\] .*replay: no AWS credentials to sign with: those from container \(nginx.conf:\d+\) are no longer valid \(they expire at \S+Z\), [1-9] refreshes failed in a row, the last: HTTP 403, AccessDenied, client: /, 2, sub { main::clean(5) })
 --- user_files
 >>> pod-token
 mintAUTH-pod-identity-one
@@ -173,6 +159,8 @@ mintSECRET
 
 
 === TEST 6: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI is on ECS's endpoint, 169.254.170.2 (the configuration fails after, so that nothing is fetched from it)
+--- before eval
+main::agent({}, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI => '/v2/credentials/x')
 --- config
     location /s3 {
         replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
@@ -189,6 +177,8 @@ invalid value "none"
 
 
 === TEST 7: plain http only to this host or the ECS / EKS endpoints, as the AWS SDKs
+--- before eval
+main::agent({})
 --- creds: container endpoint=http://10.1.2.3/creds
 --- must_die
 --- error_log
@@ -197,6 +187,8 @@ replay_s3_credentials container: "10.1.2.3" is plain http to a host that is neit
 
 
 === TEST 8: no endpoint: neither variable is set
+--- before eval
+main::agent({})
 --- creds: container
 --- must_die
 --- error_log

@@ -4,7 +4,7 @@
 # platform; the master reads the AWS_* variables, the workers need no
 # "env" directive.  The suite's IMDS, container and STS stand in for AWS's
 # (IMDS's address is always given: something answers on 169.254.169.254
-# in this sandbox).
+# in this sandbox).  "--- before" gives a block's nginx its environment.
 
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
@@ -14,9 +14,7 @@ use AwsCreds;
 AwsCreds::start('imds');
 AwsCreds::start('container');
 AwsCreds::start('sts');
-
-# the blocks' location (AwsCreds.pm), with their "--- creds"
-AwsCreds::location();
+AwsCreds::init();
 
 my %saved = map { $_ => $ENV{$_} } qw(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY);
 
@@ -26,70 +24,47 @@ my @vars = qw(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
               AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
               AWS_EC2_METADATA_SERVICE_ENDPOINT AWS_EC2_METADATA_DISABLED);
 
-# the environment of a block's nginx: these and nothing else of AWS's
+# the environment of a block's nginx: the sources named (keys, web
+# identity, container, imds) and nothing else of AWS's; the services reset
 sub env {
-    my (%set) = @_;
-    delete @ENV{@vars};
-    @ENV{keys %set} = values %set;
+    my (@sources) = @_;
+
+    return sub {
+        my %set;
+
+        for my $s (@sources) {
+            if ($s eq 'keys') {
+                %set = (%set, %saved);
+
+            } elsif ($s eq 'web_identity') {
+                AwsCreds::control('sts', reset => 1);
+                %set = (%set,
+                        AWS_WEB_IDENTITY_TOKEN_FILE
+                            => "$Test::Nginx::Util::ServRoot/html/web-token",
+                        AWS_ROLE_ARN => 'arn:aws:iam::123456789012:role/replay',
+                        AWS_ENDPOINT_URL_STS => $ENV{TEST_NGINX_STS_URL},
+                        AWS_CA_BUNDLE => "$ENV{TEST_NGINX_TLS_DIR}/ca.crt");
+
+            } elsif ($s eq 'container') {
+                AwsCreds::control('container', reset => 1,
+                                  path => '/v2/credentials/task');
+                $set{AWS_CONTAINER_CREDENTIALS_FULL_URI}
+                    = "$ENV{TEST_NGINX_CONTAINER_URL}/v2/credentials/task";
+
+            } elsif ($s eq 'imds') {
+                AwsCreds::control('imds', reset => 1);
+                $set{AWS_EC2_METADATA_SERVICE_ENDPOINT}
+                    = $ENV{TEST_NGINX_IMDS_URL};
+
+            } else {
+                $set{AWS_EC2_METADATA_DISABLED} = 'true';
+            }
+        }
+
+        delete @ENV{@vars};
+        @ENV{keys %set} = values %set;
+    };
 }
-
-sub web_identity {
-    return (AWS_WEB_IDENTITY_TOKEN_FILE
-                => "$Test::Nginx::Util::ServRoot/html/web-token",
-            AWS_ROLE_ARN => 'arn:aws:iam::123456789012:role/replay',
-            AWS_ENDPOINT_URL_STS => $ENV{TEST_NGINX_STS_URL},
-            AWS_CA_BUNDLE => "$ENV{TEST_NGINX_TLS_DIR}/ca.crt");
-}
-
-sub container {
-    return (AWS_CONTAINER_CREDENTIALS_FULL_URI
-                => "$ENV{TEST_NGINX_CONTAINER_URL}/v2/credentials/task");
-}
-
-sub imds {
-    return (AWS_EC2_METADATA_SERVICE_ENDPOINT => $ENV{TEST_NGINX_IMDS_URL});
-}
-
-my %before = (
-    1 => sub { env(%saved, web_identity(), container(), imds()) },
-    2 => sub {
-        AwsCreds::control('sts', reset => 1);
-        env(web_identity(), container(), imds());
-    },
-    3 => sub {
-        AwsCreds::control('container', reset => 1,
-                          path => '/v2/credentials/task');
-        env(container(), imds());
-    },
-    4 => sub { AwsCreds::control('imds', reset => 1); env(imds()) },
-    5 => sub { env(AWS_EC2_METADATA_DISABLED => 'true') },
-    6 => sub { env(%saved) },
-);
-
-my %steps = (
-    1 => { 0 => \&AwsCreds::ready,
-           1 => sub {
-               Test::More::is(scalar(AwsCreds::requests('sts'))
-                              + scalar(AwsCreds::requests('container')), 0,
-                              'TEST 1: neither STS nor the container '
-                              . 'endpoint was asked');
-               AwsCreds::log_like(qr/\[notice\] .*replay_s3_credentials chain: env \(AWS_ACCESS_KEY_ID is set\)/,
-                                  'TEST 1: the choice is logged');
-           } },
-    2 => { 0 => \&AwsCreds::ready,
-           1 => sub {
-               Test::More::is(scalar(AwsCreds::requests('sts')), 1,
-                              'TEST 2: STS was asked');
-               AwsCreds::no_secrets_in_logs('TEST 2', 'mintJWT');
-           } },
-    3 => { 0 => \&AwsCreds::ready,
-           1 => sub { AwsCreds::no_secrets_in_logs('TEST 3') } },
-    4 => { 0 => \&AwsCreds::ready,
-           1 => sub { AwsCreds::no_secrets_in_logs('TEST 4') } },
-);
-
-AwsCreds::before(\%before);
-AwsCreds::steps(\%steps);
 
 no_shuffle();
 run_tests();
@@ -97,6 +72,16 @@ run_tests();
 __DATA__
 
 === TEST 1: the environment's keys come first
+--- before eval
+main::env(qw(keys web_identity container imds))
+--- after_request eval
+[\&AwsCreds::ready, sub {
+    Test::More::is(scalar(AwsCreds::requests('sts'))
+                   + scalar(AwsCreds::requests('container')), 0,
+                   'TEST 1: neither STS nor the container endpoint was asked');
+    AwsCreds::log_like(qr/\[notice\] .*replay_s3_credentials chain: env \(AWS_ACCESS_KEY_ID is set\)/,
+                       'TEST 1: the choice is logged');
+}]
 --- user_files
 >>> web-token
 eyJhbGciOiJSUzI1NiJ9.mintJWT-chain.c2ln
@@ -112,6 +97,14 @@ eyJhbGciOiJSUzI1NiJ9.mintJWT-chain.c2ln
 
 
 === TEST 2: then a web identity token (IRSA on EKS)
+--- before eval
+main::env(qw(web_identity container imds))
+--- after_request eval
+[\&AwsCreds::ready, sub {
+    Test::More::is(scalar(AwsCreds::requests('sts')), 1, 'TEST 2: STS was asked');
+    AwsCreds::no_secrets_in_logs('TEST 2', 'mintJWT');
+}]
+--- timeout: 10
 --- user_files
 >>> web-token
 eyJhbGciOiJSUzI1NiJ9.mintJWT-chain.c2ln
@@ -128,6 +121,10 @@ mintSECRET
 
 
 === TEST 3: then the container endpoint (ECS, EKS Pod Identity)
+--- before eval
+main::env(qw(container imds))
+--- after_request eval
+[\&AwsCreds::ready, sub { AwsCreds::no_secrets_in_logs('TEST 3') }]
 --- creds: chain
 --- request eval
 ["GET /status", "GET /s3"]
@@ -141,6 +138,10 @@ mintSECRET
 
 
 === TEST 4: then IMDS (EC2)
+--- before eval
+main::env(qw(imds))
+--- after_request eval
+[\&AwsCreds::ready, sub { AwsCreds::no_secrets_in_logs('TEST 4') }]
 --- creds: chain
 --- request eval
 ["GET /status", "GET /s3"]
@@ -154,6 +155,8 @@ mintSECRET
 
 
 === TEST 5: IMDS turned off and nothing else: nginx says so at startup
+--- before eval
+main::env(qw(no_imds))
 --- creds: chain
 --- must_die
 --- error_log
@@ -162,6 +165,8 @@ replay_s3_credentials chain: no source in nginx's environment (no AWS_ACCESS_KEY
 
 
 === TEST 6: one set serves the locations of a server; sources take no parameter of another
+--- before eval
+main::env(qw(keys))
 --- config
     replay_s3_credentials  chain timeout=2s;
 

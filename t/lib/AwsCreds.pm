@@ -272,38 +272,50 @@ sub write_file {
     rename "$path.tmp", $path or die "rename $path: $!";
 }
 
-# Code to run after a response of a block, for the blocks that act between
-# their requests (sleep, change a service, look at the logs):
-# steps({ BLOCK => { REQUEST INDEX => sub { ... } } }).
-sub steps {
-    my ($steps) = @_;
+# The location the blocks test: a location /s3 that serves
+# games/1/replay.bin with "replay_s3_credentials CREDS;", and
+# replay_status at /status.
+my $LOCATION = <<'CONF';
+    location /s3 {
+        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  CREDS;
+        replay_s3_key          games/1/replay.bin;
+    }
 
-    require Test::Nginx::Socket;
+    location = /status {
+        replay_status;
+    }
+CONF
 
-    Test::Nginx::Socket::add_response_body_check(sub {
-        my ($block, $body, $idx, $repeated, $dry_run) = @_;
+# Under valgrind nginx starts, and TLS handshakes, seconds slower: the
+# credentials' lifetimes and the waits that follow from them are longer.
+our $SLOW = $ENV{TEST_NGINX_USE_VALGRIND} ? 3 : 1;
 
-        return if $dry_run;
+# For a .t of credentials: "--- before eval" (a sub run before the
+# block's nginx starts: --- init runs after it) and "--- creds" (the line
+# that goes into the location of location() below, unless the block has a
+# "--- config" of its own).  Code between requests goes in ReplayTest's
+# "--- after_request eval".
+sub init {
+    my ($template) = @_;
 
-        my ($n) = $block->name =~ /\bTEST (\d+):/;
-        my $code = $n && $steps->{$n} && $steps->{$n}{$idx};
-
-        $code->($block, $body) if $code;
-    });
-}
-
-# Code to run before a block's nginx starts (--- init runs after it):
-# before({ BLOCK => sub { ... } }).
-sub before {
-    my ($before) = @_;
+    $template //= $LOCATION;
 
     require Test::Nginx::Socket;
 
     Test::Nginx::Socket::add_block_preprocessor(sub {
         my ($block) = @_;
 
-        my ($n) = $block->name =~ /\bTEST (\d+):/;
-        $before->{$n}->($block) if $n && $before->{$n};
+        my $creds = $block->creds;
+
+        if (defined $creds && !defined $block->config) {
+            (my $config = $template) =~ s/\bCREDS\b/$creds/;
+            $block->set_value('config', $config);
+        }
+
+        my $before = $block->before;
+        $before->($block) if ref $before eq 'CODE';
     });
 }
 
@@ -378,48 +390,13 @@ sub no_secrets_in_logs {
         or Test::More::diag(join "\n", @found[0 .. ($#found > 4 ? 4 : $#found)]);
 }
 
-# The location the blocks of a .t test, with "replay_s3_credentials
-# CREDS;" where each block's "--- creds" line goes; blocks with a
-# "--- config" of their own keep it.  By default, a location /s3 that
-# serves games/1/replay.bin, and replay_status at /status.
-my $LOCATION = <<'CONF';
-    location /s3 {
-        replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
-        replay_s3_bucket       replays;
-        replay_s3_credentials  CREDS;
-        replay_s3_key          games/1/replay.bin;
-    }
-
-    location = /status {
-        replay_status;
-    }
-CONF
-
-sub location {
-    my ($template) = @_;
-
-    $template //= $LOCATION;
-
-    require Test::Nginx::Socket;
-
-    Test::Nginx::Socket::add_block_preprocessor(sub {
-        my ($block) = @_;
-
-        my $creds = $block->creds;
-
-        if (defined $creds && !defined $block->config) {
-            (my $config = $template) =~ s/\bCREDS\b/$creds/;
-            $block->set_value('config', $config);
-        }
-    });
-}
-
 my $S3_FROM = 0;
 
 # after a block's first request: the first credentials have come (from
 # replay_status at /status), the S3 request log is marked
 sub ready {
-    Test::More::ok(wait_valid('/status'), 'the first credentials came');
+    Test::More::ok(wait_valid('/status', 15 * $SLOW),
+                   'the first credentials came');
     $S3_FROM = s3_log_size();
 }
 
@@ -446,89 +423,116 @@ sub state {
     return ($st->{replay_credentials} || [])->[0] || {};
 }
 
-# when the credentials held were got, for blocks that act at a time
-# after that (whole seconds, so the fetch was within the second after)
-sub got { return state()->{last_refresh} // time }
+# When the credentials held were minted, for a block that acts at a time
+# after that: their expiry less the lifetime asked ($ttl).  (nginx's own
+# figure, last_refresh, is its cached clock, which under valgrind lags
+# behind by a TLS handshake.)
+sub minted {
+    my ($ttl) = @_;
 
-# The steps of a block whose refresh fails: credentials of 10 s (ttl =>
-# 10 in the service's state), due after 5 s, the service failing twice
-# (retried after 1 s, then 2 s), new credentials 8 s after the first.
-# The block's requests: /status, then the S3 location at once, between
-# the failures, after the recovery, and then what it likes; at request
-# $last, the keys are checked, and the log against $log_re (the first
-# failure's line), then $more->() if given.
-sub refresh_fails_steps {
-    my ($service, $n, $log_re, $last, $more) = @_;
+    my $st = state();
 
-    my $t0;
-
-    return {
-        0 => sub { ready(); $t0 = got(); control($service, fail => 2) },
-        1 => sub { pause_until($t0 + 6.5) },
-        2 => sub { pause_until($t0 + 9.6) },
-        $last => sub {
-            my @k = keys_since();
-            Test::More::is($k[0], $k[1], "TEST $n: the held credentials "
-                           . 'signed while the refresh failed');
-            Test::More::isnt($k[1], $k[2],
-                             "TEST $n: new credentials once it recovered");
-            log_like($log_re, "TEST $n: the failure is logged, with why");
-            $more->() if $more;
-        },
-    };
+    return $st->{expires} ? $st->{expires} - $ttl : time;
 }
 
-# The steps of a block whose token file is rotated: credentials of 6 s
-# (ttl => 6), the file ($file, a path) rewritten with $token once the
-# first ones have come, and the service told to take only it; 4.5 s
-# after they were got (the refresh is due after 3 s) the next request.
-# The block's requests: /status, the S3 location at once, then later;
-# the sent tokens ($sent->() gives them, in order) and the keys are
-# checked at request 2, then $more->() if given.
-sub token_rotation_steps {
+# The lifetimes the helpers below expect the service to give (its "ttl").
+sub ttl_fails    { 20 * $SLOW }
+sub ttl_expiry   { 8 * $SLOW }
+sub ttl_rotation { 6 * $SLOW }
+
+# A block whose refresh fails: credentials of ttl_fails(), due at half of
+# it (D), the service failing three times (at D, D + 1, D + 3: backoff),
+# new credentials at D + 6.  Its requests: /status, then the S3 location
+# at once, between the failures, after the recovery, and then what it
+# likes.  The after_request array: the keys are checked at request $last,
+# with the log against $log_re (the first failure's line), then $more->().
+sub refresh_fails {
+    my ($service, $n, $log_re, $last, $more) = @_;
+
+    my ($t0, $d, @after);
+
+    $d = ttl_fails() / 2;
+
+    $after[0] = sub {
+        ready();
+        $t0 = minted(ttl_fails());
+        control($service, fail => 3);
+    };
+    $after[1] = sub { pause_until($t0 + $d + 2.5) };
+    $after[2] = sub { pause_until($t0 + $d + 7 + 3 * $SLOW) };
+    $after[$last] = sub {
+        my @k = keys_since();
+        Test::More::is($k[0], $k[1], "TEST $n: the held credentials "
+                       . 'signed while the refresh failed');
+        Test::More::isnt($k[1], $k[2],
+                         "TEST $n: new credentials once it recovered");
+        log_like($log_re, "TEST $n: the failure is logged, with why");
+        $more->() if $more;
+    };
+
+    return \@after;
+}
+
+# A block whose credentials expire with no refresh possible: credentials
+# of ttl_expiry(), then the service changed by %$fail so that every
+# refresh fails; a second before they expire, they are not signed with.
+# Its requests: /status, the S3 location at once, then that second; at
+# request $last the log is checked against $log_re (the 503's line).
+sub expiry {
+    my ($service, $n, $fail, $log_re, $last, $more) = @_;
+
+    my ($t0, @after);
+
+    $after[0] = sub {
+        ready();
+        $t0 = minted(ttl_expiry());
+        control($service, %$fail);
+    };
+    $after[1] = sub { pause_until($t0 + ttl_expiry() - 1) };
+    $after[$last] = sub {
+        log_like($log_re, "TEST $n: the 503 is logged, with why");
+        $more->() if $more;
+    };
+
+    return \@after;
+}
+
+# A block whose credentials are refreshed (ttl_rotation(): at half of it)
+# and, given a token file ($file, a path) and two tokens, whose token file
+# is rotated after the first ones (the service taking only the new one):
+# the next request comes once the refresh is done.  Its requests:
+# /status, the S3 location at once, then later; the keys (and the tokens
+# sent, $sent->() gives them, in order) are checked at request 2, then
+# $more->().
+sub refreshed {
     my ($service, $n, $file, $tokens, $sent, $more) = @_;
 
-    my $t0;
+    my ($t0, @after);
 
-    return {
-        0 => sub {
-            ready();
-            $t0 = got();
+    $after[0] = sub {
+        ready();
+        $t0 = minted(ttl_rotation());
+
+        if ($file) {
             write_file($file, "$tokens->[1]\n");
             control($service, token => $tokens->[1]);
-        },
-        1 => sub { pause_until($t0 + 4.5) },
-        2 => sub {
+        }
+    };
+    $after[1] = sub { pause_until($t0 + ttl_rotation() / 2 + 1.5 * $SLOW) };
+    $after[2] = sub {
+        if ($file) {
             Test::More::is(CORE::join(' ', $sent->()), "@$tokens",
                            "TEST $n: the token file read again at the "
                            . 'refresh');
-            my @k = keys_since();
-            Test::More::isnt($k[0], $k[1],
-                             "TEST $n: new credentials from the new token");
-            $more->() if $more;
-        },
+        }
+        my @k = keys_since();
+        Test::More::isnt($k[0], $k[1],
+                         "TEST $n: the second request signed with new "
+                         . 'credentials');
+        $more->() if $more;
     };
-}
 
-# The steps of a block whose credentials expire with no refresh possible:
-# 5 s credentials (ttl => 5), the service then changed by %fail so that
-# every refresh fails; 4.5 s after they were got they are not signed
-# with.  The block's requests: /status, the S3 location at once, then 4.5
-# s later; at request $last the log is checked against $log_re (the
-# 503's line), then $more->() if given.
-sub expiry_steps {
-    my ($service, $n, $fail, $log_re, $last, $more) = @_;
-
-    my $t0;
-
-    return {
-        0 => sub { ready(); $t0 = got(); control($service, %$fail) },
-        1 => sub { pause_until($t0 + 4.5) },
-        $last => sub {
-            log_like($log_re, "TEST $n: the 503 is logged, with why");
-            $more->() if $more;
-        },
-    };
+    return \@after;
 }
 
 # GETs a path of the nginx under test: status and body
