@@ -83,7 +83,7 @@ static ngx_conf_post_t  ngx_http_replay_expires_post =
 static ngx_command_t  ngx_http_replay_commands[] = {
 
     { ngx_string("replay_s3_endpoint"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_replay_s3_endpoint,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -384,6 +384,13 @@ ngx_http_replay_content_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    if (ctx == NULL || ctx->proxy_handler == NULL) {
+        /* the phase handler set it: nothing else can get here */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "replay: content handler without a prepared request");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     log = r->connection->log;
     level = log->log_level;
@@ -720,6 +727,7 @@ static ngx_int_t
 ngx_http_replay_preconfiguration(ngx_conf_t *cf)
 {
     if (ngx_http_replay_s3_add_variables(cf) != NGX_OK
+        || ngx_http_replay_stream_add_variables(cf) != NGX_OK
         || ngx_http_replay_mem_add_variables(cf) != NGX_OK
         || ngx_http_replay_cache_add_variables(cf) != NGX_OK)
     {
@@ -855,6 +863,7 @@ ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->scheme = prev->scheme;
         conf->endpoint_host = prev->endpoint_host;
         conf->peer = prev->peer;
+        conf->peer_name = prev->peer_name;
 
         if (conf->key == NULL && conf->query == NULL) {
             conf->key = prev->key;
@@ -893,8 +902,9 @@ ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 /*
- * "replay_s3_endpoint URL [ssl_verify=on|off] [ssl_trusted_certificate=FILE]":
- * the location's content handler becomes proxy_pass's, set up here.
+ * "replay_s3_endpoint URL [keepalive=N] [ssl_verify=on|off]
+ * [ssl_trusted_certificate=FILE]": the location's content handler becomes
+ * proxy_pass's, set up here.
  */
 
 static char *
@@ -902,8 +912,9 @@ ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_replay_loc_conf_t *rlcf = conf;
 
+    ngx_int_t                     n;
     ngx_str_t                    *value, ca;
-    ngx_uint_t                    i, verify;
+    ngx_uint_t                    i, verify, keepalive;
 
     if (rlcf->endpoint.len) {
         return "is duplicate";
@@ -918,9 +929,21 @@ ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     verify = 1;
+    keepalive = 32;
     ngx_str_null(&ca);
 
     for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "keepalive=", 10) == 0) {
+            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
+
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            keepalive = n;
+            continue;
+        }
 
         if (ngx_strcmp(value[i].data, "ssl_verify=on") == 0) {
             verify = 1;
@@ -940,9 +963,7 @@ ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
+        goto invalid;
     }
 
     if ((!verify || ca.len) && rlcf->scheme.len != 5) {
@@ -953,7 +974,15 @@ ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    return ngx_http_replay_stream_wire_proxy(cf, rlcf, verify, &ca);
+    return ngx_http_replay_stream_wire_proxy(cf, rlcf, keepalive, verify,
+                                             &ca);
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+
+    return NGX_CONF_ERROR;
 }
 
 

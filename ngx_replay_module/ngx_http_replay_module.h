@@ -57,6 +57,7 @@ typedef struct {
     ngx_str_t                       scheme;          /* "http", "https" */
     ngx_str_t                       endpoint_host;   /* host[:port] */
     ngx_uint_t                      peer;
+    ngx_str_t                       peer_name;       /* $replay_s3_peer */
 
     ngx_str_t                       bucket;
     ngx_str_t                       region;

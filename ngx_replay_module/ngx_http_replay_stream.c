@@ -23,6 +23,7 @@
 
 
 extern ngx_module_t  ngx_http_proxy_module;
+extern ngx_module_t  ngx_http_upstream_keepalive_module;
 
 
 typedef struct {
@@ -33,8 +34,16 @@ typedef struct {
 
 static char *ngx_http_replay_proxy_directive(ngx_conf_t *cf,
     ngx_uint_t keep, char *name, ngx_uint_t nargs, ...);
+static char *ngx_http_replay_directive(ngx_conf_t *cf, ngx_module_t *m,
+    void *conf, ngx_uint_t keep, char *name, ngx_str_t *arg, ...);
 static char *ngx_http_replay_stream_peer(ngx_conf_t *cf,
-    ngx_http_replay_loc_conf_t *rlcf);
+    ngx_http_replay_loc_conf_t *rlcf, ngx_uint_t keepalive);
+static ngx_uint_t ngx_http_replay_stream_block(ngx_conf_t *cf,
+    ngx_str_t *name);
+static char *ngx_http_replay_stream_upstream(ngx_conf_t *cf,
+    ngx_http_replay_loc_conf_t *rlcf, ngx_uint_t keepalive);
+static ngx_int_t ngx_http_replay_stream_peer_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_resolver_t *ngx_http_replay_stream_resolver(ngx_conf_t *cf);
 static char *ngx_http_replay_stream_ssl(ngx_conf_t *cf, ngx_uint_t verify,
     ngx_str_t *ca);
@@ -108,7 +117,8 @@ static char  *ngx_http_replay_ca_bundles[] = {
 
 char *
 ngx_http_replay_stream_wire_proxy(ngx_conf_t *cf,
-    ngx_http_replay_loc_conf_t *rlcf, ngx_uint_t verify, ngx_str_t *ca)
+    ngx_http_replay_loc_conf_t *rlcf, ngx_uint_t keepalive, ngx_uint_t verify,
+    ngx_str_t *ca)
 {
     u_char                     *p;
     size_t                      len;
@@ -116,25 +126,23 @@ ngx_http_replay_stream_wire_proxy(ngx_conf_t *cf,
     ngx_http_conf_ctx_t        *ctx;
     ngx_http_upstream_conf_t   *ucf;
 
-    /* "scheme://host[:port]$replay_s3_uri" */
-    len = rlcf->scheme.len + 3 + rlcf->endpoint_host.len
-          + sizeof("$replay_s3_uri") - 1;
+    if (ngx_http_replay_stream_peer(cf, rlcf, keepalive) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* "scheme://$replay_s3_peer$replay_s3_uri" */
+    len = rlcf->scheme.len + sizeof("://$replay_s3_peer$replay_s3_uri") - 1;
 
     p = ngx_pnalloc(cf->pool, len + 1);
     if (p == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    ngx_sprintf(p, "%V://%V$replay_s3_uri%Z", &rlcf->scheme,
-                &rlcf->endpoint_host);
+    ngx_sprintf(p, "%V://$replay_s3_peer$replay_s3_uri%Z", &rlcf->scheme);
 
     if (ngx_http_replay_proxy_directive(cf, 0, "proxy_pass", 1, p)
         != NGX_CONF_OK)
     {
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_http_replay_stream_peer(cf, rlcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -187,19 +195,31 @@ ngx_http_replay_stream_wire_proxy(ngx_conf_t *cf,
 
 
 /*
- * Where the proxy connects.  An address needs nothing.  A name is either
- * an upstream block (keepalive, several servers; found by name at run
- * time, wherever the block is written) or a host: with a resolver already
- * set for the location, the host is left to it at run time, re-resolved
- * as nginx's variable proxy_pass does (S3's addresses rotate); without
- * one, an implicit upstream resolves it at startup as proxy_pass would.
+ * Where the proxy connects: the host of proxy_pass is $replay_s3_peer,
+ * the name of the upstream the request goes to (the request itself is
+ * signed for, and sent with the Host of, the endpoint).
+ *
+ * - An upstream block of the endpoint's name, wherever it is written, is
+ *   used as it is (several servers, its own keepalive): an implicit
+ *   upstream of that name is registered, which nginx merges with the
+ *   block, and the merge finds the block.
+ * - A host, with a resolver already set for the location, is left to the
+ *   resolver at run time, re-resolved as nginx's variable proxy_pass does
+ *   (S3's addresses rotate): no upstream of its name exists.
+ * - Otherwise the address, or the host resolved now as proxy_pass would
+ *   at startup, becomes the one server of an upstream of the module's own
+ *   with "keepalive N" (default 32): S3 is asked over kept connections, a
+ *   TLS handshake per connection, not per request.
  */
 
 static char *
-ngx_http_replay_stream_peer(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
+ngx_http_replay_stream_peer(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf,
+    ngx_uint_t keepalive)
 {
     ngx_url_t        u;
     ngx_resolver_t  *resolver;
+
+    rlcf->peer_name = rlcf->endpoint_host;
 
     ngx_memzero(&u, sizeof(ngx_url_t));
 
@@ -216,6 +236,16 @@ ngx_http_replay_stream_peer(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
 
     if (u.naddrs) {
         rlcf->peer = NGX_HTTP_REPLAY_PEER_ADDRESS;
+
+        if (keepalive == 0) {
+            return NGX_CONF_OK;
+        }
+
+        return ngx_http_replay_stream_upstream(cf, rlcf, keepalive);
+    }
+
+    if (ngx_http_replay_stream_block(cf, &rlcf->endpoint_host)) {
+        rlcf->peer = NGX_HTTP_REPLAY_PEER_UPSTREAM;
         return NGX_CONF_OK;
     }
 
@@ -228,6 +258,19 @@ ngx_http_replay_stream_peer(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
 
     rlcf->peer = NGX_HTTP_REPLAY_PEER_UPSTREAM;
 
+    /* a name DNS knows now: a host; one it does not: an upstream block */
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = rlcf->endpoint_host;
+    u.default_port = (rlcf->scheme.len == 5) ? 443 : 80;
+
+    if (keepalive && ngx_parse_url(cf->temp_pool, &u) == NGX_OK
+        && u.naddrs)
+    {
+        return ngx_http_replay_stream_upstream(cf, rlcf, keepalive);
+    }
+
     ngx_memzero(&u, sizeof(ngx_url_t));
 
     u.url = rlcf->endpoint_host;
@@ -239,6 +282,191 @@ ngx_http_replay_stream_peer(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* an upstream block of that name, written so far or at all */
+
+static ngx_uint_t
+ngx_http_replay_stream_block(ngx_conf_t *cf, ngx_str_t *name)
+{
+    ngx_uint_t                      i;
+    ngx_http_upstream_srv_conf_t  **uscfp;
+    ngx_http_upstream_main_conf_t  *umcf;
+
+    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_upstream_module);
+    uscfp = umcf->upstreams.elts;
+
+    for (i = 0; i < umcf->upstreams.nelts; i++) {
+        if ((uscfp[i]->flags & NGX_HTTP_UPSTREAM_CREATE)
+            && uscfp[i]->host.len == name->len
+            && ngx_strncasecmp(uscfp[i]->host.data, name->data, name->len)
+               == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The module's own upstream for an endpoint, as if the user had written
+ *
+ *     upstream replay-s3-HOST-PORT { server HOST:PORT; keepalive N; }
+ *
+ * once per endpoint: the locations of one endpoint share it (and the
+ * first one's "keepalive").  Its name is the module's: a user's upstream
+ * block of the endpoint's own name is never shadowed.
+ */
+
+static char *
+ngx_http_replay_stream_upstream(ngx_conf_t *cf,
+    ngx_http_replay_loc_conf_t *rlcf, ngx_uint_t keepalive)
+{
+    char                          *rv;
+    void                          *mconf;
+    u_char                        *p, *q, *last, ch;
+    u_char                         n[NGX_INT_T_LEN];
+    ngx_str_t                      name, server, count;
+    ngx_url_t                      u;
+    ngx_uint_t                     m;
+    ngx_conf_t                     pcf;
+    ngx_http_module_t             *module;
+    ngx_http_conf_ctx_t           *ctx, *http_ctx;
+    ngx_http_upstream_srv_conf_t  *uscf;
+
+    /* "replay-s3-" and the endpoint with anything but letters and digits
+     * as "-": a name proxy_pass parses as a host, unlike "[::1]:9000" */
+
+    name.len = sizeof("replay-s3-") - 1 + rlcf->endpoint_host.len
+               + sizeof("-443") - 1;
+    name.data = ngx_pnalloc(cf->pool, name.len);
+    if (name.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(name.data, "replay-s3-", sizeof("replay-s3-") - 1);
+    last = rlcf->endpoint_host.data + rlcf->endpoint_host.len;
+
+    for (q = rlcf->endpoint_host.data; q < last; q++) {
+        ch = ngx_tolower(*q);
+
+        if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')
+            || ch == '.')
+        {
+            *p++ = ch;
+
+        } else {
+            *p++ = '-';
+        }
+    }
+
+    if (ngx_strlchr(rlcf->endpoint_host.data, last, ']') == NULL
+        && ngx_strlchr(rlcf->endpoint_host.data, last, ':') == NULL)
+    {
+        /* the default port, so that each scheme's is apart */
+        p = ngx_cpymem(p, rlcf->scheme.len == 5 ? "-443" : "-80",
+                       rlcf->scheme.len == 5 ? 4 : 3);
+    }
+
+    name.len = p - name.data;
+
+    rlcf->peer_name = name;
+
+    if (ngx_http_replay_stream_block(cf, &name)) {
+        return NGX_CONF_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.host = name;
+    u.no_resolve = 1;
+    u.no_port = 1;
+
+    uscf = ngx_http_upstream_add(cf, &u, NGX_HTTP_UPSTREAM_CREATE
+                                         |NGX_HTTP_UPSTREAM_WEIGHT
+                                         |NGX_HTTP_UPSTREAM_MAX_CONNS
+                                         |NGX_HTTP_UPSTREAM_MAX_FAILS
+                                         |NGX_HTTP_UPSTREAM_FAIL_TIMEOUT
+                                         |NGX_HTTP_UPSTREAM_DOWN
+                                         |NGX_HTTP_UPSTREAM_BACKUP);
+    if (uscf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* what ngx_http_upstream() makes for a block: every module's conf */
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_conf_ctx_t));
+    if (ctx == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    http_ctx = cf->ctx;
+    ctx->main_conf = http_ctx->main_conf;
+
+    ctx->srv_conf = ngx_pcalloc(cf->pool, sizeof(void *) * ngx_http_max_module);
+    ctx->loc_conf = ngx_pcalloc(cf->pool, sizeof(void *) * ngx_http_max_module);
+    if (ctx->srv_conf == NULL || ctx->loc_conf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (m = 0; cf->cycle->modules[m]; m++) {
+        if (cf->cycle->modules[m]->type != NGX_HTTP_MODULE) {
+            continue;
+        }
+
+        module = cf->cycle->modules[m]->ctx;
+
+        if (module->create_srv_conf) {
+            mconf = module->create_srv_conf(cf);
+            if (mconf == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ctx->srv_conf[cf->cycle->modules[m]->ctx_index] = mconf;
+        }
+
+        if (module->create_loc_conf) {
+            mconf = module->create_loc_conf(cf);
+            if (mconf == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ctx->loc_conf[cf->cycle->modules[m]->ctx_index] = mconf;
+        }
+    }
+
+    ctx->srv_conf[ngx_http_upstream_module.ctx_index] = uscf;
+    uscf->srv_conf = ctx->srv_conf;
+
+    uscf->servers = ngx_array_create(cf->pool, 1,
+                                     sizeof(ngx_http_upstream_server_t));
+    if (uscf->servers == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    server = rlcf->endpoint_host;
+    count.data = n;
+    count.len = ngx_sprintf(n, "%ui", keepalive) - n;
+
+    pcf = *cf;
+    cf->ctx = ctx;
+    cf->cmd_type = NGX_HTTP_UPS_CONF;
+
+    rv = ngx_http_replay_directive(cf, &ngx_http_upstream_module, uscf, 0,
+                                   "server", &server, NULL);
+
+    if (rv == NGX_CONF_OK) {
+        mconf = ctx->srv_conf[ngx_http_upstream_keepalive_module.ctx_index];
+        rv = ngx_http_replay_directive(cf, &ngx_http_upstream_keepalive_module,
+                                       mconf, 0, "keepalive", &count, NULL);
+    }
+
+    *cf = pcf;
+
+    return rv;
 }
 
 
@@ -365,15 +593,52 @@ static char *
 ngx_http_replay_proxy_directive(ngx_conf_t *cf, ngx_uint_t keep, char *name,
     ngx_uint_t nargs, ...)
 {
-    char                 *rv, *arg;
+    void                 *conf;
     va_list               ap;
-    ngx_str_t            *s;
+    ngx_str_t             args[2];
     ngx_uint_t            i;
-    ngx_array_t           args, *saved;
-    ngx_command_t        *cmd;
     ngx_http_conf_ctx_t  *ctx;
 
-    for (cmd = ngx_http_proxy_module.commands; cmd->name.len; cmd++) {
+    va_start(ap, nargs);
+
+    for (i = 0; i < nargs && i < 2; i++) {
+        args[i].data = va_arg(ap, u_char *);
+        args[i].len = ngx_strlen(args[i].data);
+    }
+
+    va_end(ap);
+
+    ctx = cf->ctx;
+
+    conf = ctx->loc_conf[ngx_http_proxy_module.ctx_index];
+
+    if (nargs == 1) {
+        return ngx_http_replay_directive(cf, &ngx_http_proxy_module, conf,
+                                         keep, name, &args[0], NULL);
+    }
+
+    return ngx_http_replay_directive(cf, &ngx_http_proxy_module, conf, keep,
+                                     name, &args[0], &args[1], NULL);
+}
+
+
+/*
+ * Runs a module's directive "NAME ARG [ARG2]" on its configuration conf:
+ * the module checks and keeps the values itself, as for a line in the
+ * file.
+ */
+
+static char *
+ngx_http_replay_directive(ngx_conf_t *cf, ngx_module_t *m, void *conf,
+    ngx_uint_t keep, char *name, ngx_str_t *arg, ...)
+{
+    char           *rv;
+    va_list         ap;
+    ngx_str_t      *s, *next;
+    ngx_array_t     args, *saved;
+    ngx_command_t  *cmd;
+
+    for (cmd = m->commands; cmd->name.len; cmd++) {
         if (cmd->name.len == ngx_strlen(name)
             && ngx_strcmp(cmd->name.data, name) == 0)
         {
@@ -383,41 +648,41 @@ ngx_http_replay_proxy_directive(ngx_conf_t *cf, ngx_uint_t keep, char *name,
 
     if (cmd->name.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "replay_s3_endpoint needs the proxy module's "
-                           "\"%s\" directive", name);
+                           "replay_s3_endpoint needs the \"%s\" directive "
+                           "of nginx's %s", name, m->name);
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_array_init(&args, cf->pool, nargs + 1, sizeof(ngx_str_t))
-        != NGX_OK)
-    {
+    if (ngx_array_init(&args, cf->pool, 3, sizeof(ngx_str_t)) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    s = ngx_array_push_n(&args, nargs + 1);
+    s = ngx_array_push(&args);
     if (s == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    s[0].data = (u_char *) name;
-    s[0].len = ngx_strlen(name);
+    s->data = (u_char *) name;
+    s->len = ngx_strlen(name);
 
-    va_start(ap, nargs);
+    va_start(ap, arg);
 
-    for (i = 1; i <= nargs; i++) {
-        arg = va_arg(ap, char *);
-        s[i].data = (u_char *) arg;
-        s[i].len = ngx_strlen(arg);
+    for (next = arg; next; next = va_arg(ap, ngx_str_t *)) {
+        s = ngx_array_push(&args);
+        if (s == NULL) {
+            va_end(ap);
+            return NGX_CONF_ERROR;
+        }
+
+        *s = *next;
     }
 
     va_end(ap);
 
-    ctx = cf->ctx;
-
     saved = cf->args;
     cf->args = &args;
 
-    rv = cmd->set(cf, cmd, ctx->loc_conf[ngx_http_proxy_module.ctx_index]);
+    rv = cmd->set(cf, cmd, conf);
 
     cf->args = saved;
 
@@ -451,13 +716,10 @@ ngx_http_replay_proxy_directive(ngx_conf_t *cf, ngx_uint_t keep, char *name,
 char *
 ngx_http_replay_stream_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
 {
-    ngx_uint_t                      i;
-    ngx_http_core_loc_conf_t       *clcf;
-    ngx_http_upstream_srv_conf_t  **uscfp;
-    ngx_http_upstream_main_conf_t  *umcf;
+    ngx_http_core_loc_conf_t  *clcf;
 #if (NGX_HTTP_CACHE)
-    u_char                         *p;
-    size_t                          len;
+    u_char                    *p;
+    size_t                     len;
 #endif
 
     if (rlcf->endpoint.len == 0) {
@@ -466,37 +728,27 @@ ngx_http_replay_stream_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
+    /* an upstream block of the endpoint's name written after it wins */
+    if (rlcf->peer != NGX_HTTP_REPLAY_PEER_RESOLVE
+        && ngx_http_replay_stream_block(cf, &rlcf->endpoint_host))
+    {
+        rlcf->peer_name = rlcf->endpoint_host;
+        goto cache;
+    }
+
     if (rlcf->peer != NGX_HTTP_REPLAY_PEER_UPSTREAM
         || clcf->resolver == NULL || clcf->resolver->connections.nelts == 0)
     {
         goto cache;
     }
 
-    /* an upstream block of that name is used as it is, resolver or not */
-
-    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_upstream_module);
-    uscfp = umcf->upstreams.elts;
-
-    for (i = 0; i < umcf->upstreams.nelts; i++) {
-        if ((uscfp[i]->flags & NGX_HTTP_UPSTREAM_CREATE)
-            && uscfp[i]->host.len == rlcf->endpoint_host.len
-            && ngx_strncasecmp(uscfp[i]->host.data, rlcf->endpoint_host.data,
-                               rlcf->endpoint_host.len)
-               == 0)
-        {
-            goto cache;
-        }
-    }
-
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "location \"%V\" has a resolver, but "
-                           "replay_s3_endpoint \"%V\" comes before it and "
-                           "was resolved at startup: put \"resolver\" "
-                           "before replay_s3_endpoint", &clcf->name,
-                           &rlcf->endpoint);
-        return NGX_CONF_ERROR;
-    }
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "location \"%V\" has a resolver, but "
+                       "replay_s3_endpoint \"%V\" comes before it and "
+                       "was resolved at startup: put \"resolver\" "
+                       "before replay_s3_endpoint", &clcf->name,
+                       &rlcf->endpoint);
+    return NGX_CONF_ERROR;
 
 cache:
 
@@ -522,6 +774,47 @@ cache:
 #endif
 
     return NGX_CONF_OK;
+}
+
+
+static ngx_http_variable_t  ngx_http_replay_stream_vars[] = {
+
+    { ngx_string("replay_s3_peer"), NULL,
+      ngx_http_replay_stream_peer_variable, 0, NGX_HTTP_VAR_NOHASH, 0 },
+
+      ngx_http_null_variable
+};
+
+
+ngx_int_t
+ngx_http_replay_stream_add_variables(ngx_conf_t *cf)
+{
+    return ngx_http_replay_add_variables(cf, ngx_http_replay_stream_vars);
+}
+
+
+/* $replay_s3_peer: the upstream proxy_pass goes to */
+
+static ngx_int_t
+ngx_http_replay_stream_peer_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_replay_loc_conf_t  *rlcf;
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    if (rlcf->peer_name.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = rlcf->peer_name.len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = rlcf->peer_name.data;
+
+    return NGX_OK;
 }
 
 

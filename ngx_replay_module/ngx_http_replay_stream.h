@@ -19,11 +19,16 @@
 
 
 /*
- * Sets up proxy_pass, its headers and TLS (verify: on or off, ca: a CA
- * file, or empty for the system's) in the current location.
+ * Sets up proxy_pass, its peer (keepalive: connections kept per worker,
+ * 0 for none), its headers and TLS (verify: on or off, ca: a CA file, or
+ * empty for the system's) in the current location.
  */
 char *ngx_http_replay_stream_wire_proxy(ngx_conf_t *cf,
-    ngx_http_replay_loc_conf_t *rlcf, ngx_uint_t verify, ngx_str_t *ca);
+    ngx_http_replay_loc_conf_t *rlcf, ngx_uint_t keepalive, ngx_uint_t verify,
+    ngx_str_t *ca);
+
+/* $replay_s3_peer */
+ngx_int_t ngx_http_replay_stream_add_variables(ngx_conf_t *cf);
 
 /* once the proxy module has merged the location: its cache key */
 char *ngx_http_replay_stream_merge(ngx_conf_t *cf,

@@ -1304,3 +1304,131 @@ X-Key: /other/secret.txt
 --- error_log
 replay: the object key "/other/secret.txt" has an empty, "." or ".." segment
 --- s3_requests
+
+
+
+=== TEST 46: keepalive to S3 by default: the requests of a worker share one connection
+--- http_config
+    log_format  front  '$connection $connection_requests $request_uri';
+
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        access_log  logs/front.log front;
+
+        location / {
+            proxy_pass        $TEST_NGINX_S3_ENDPOINT;
+            proxy_set_header  Host $http_host;
+        }
+    }
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- request eval
+["GET /s3", "GET /s3", "GET /s3"]
+--- response_body eval
+["bucket=replays key=games/1/replay.bin\n",
+ "bucket=replays key=games/1/replay.bin\n",
+ "bucket=replays key=games/1/replay.bin\n"]
+--- after_request eval
+[undef, undef, sub {
+    my ($block) = @_;
+    my @c = ReplayTest::log_column('logs/front.log', 0);
+    Test::More::is(scalar(@c), 3, $block->name . ' - S3 saw 3 requests');
+    Test::More::is(scalar(keys %{{ map { $_ => 1 } @c }}), 1,
+                   $block->name . ' - on one connection');
+}]
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
+
+
+
+=== TEST 47: keepalive=0: a connection per request
+--- http_config
+    log_format  front  '$connection $connection_requests $request_uri';
+
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        access_log  logs/front.log front;
+
+        location / {
+            proxy_pass        $TEST_NGINX_S3_ENDPOINT;
+            proxy_set_header  Host $http_host;
+        }
+    }
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:$TEST_NGINX_RAND_PORT_1
+                               keepalive=0;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- request eval
+["GET /s3", "GET /s3", "GET /s3"]
+--- response_body eval
+["bucket=replays key=games/1/replay.bin\n",
+ "bucket=replays key=games/1/replay.bin\n",
+ "bucket=replays key=games/1/replay.bin\n"]
+--- after_request eval
+[undef, undef, sub {
+    my ($block) = @_;
+    my @c = ReplayTest::log_column('logs/front.log', 0);
+    Test::More::is(scalar(@c), 3, $block->name . ' - S3 saw 3 requests');
+    Test::More::is(scalar(keys %{{ map { $_ => 1 } @c }}), 3,
+                   $block->name . ' - on three connections');
+}]
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
+
+
+
+=== TEST 48: keepalive by default over TLS too: one handshake for all the requests of a worker
+--- timeout: 10
+--- http_config
+    log_format  front  '$connection $connection_requests $ssl_session_reused';
+
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 ssl;
+        ssl_certificate      $TEST_NGINX_TLS_DIR/server.crt;
+        ssl_certificate_key  $TEST_NGINX_TLS_DIR/server.key;
+        access_log  logs/front.log front;
+
+        location / {
+            proxy_pass        $TEST_NGINX_S3_ENDPOINT;
+            proxy_set_header  Host $http_host;
+        }
+    }
+--- config
+    location /s3 {
+        replay_s3_endpoint     https://127.0.0.1:$TEST_NGINX_RAND_PORT_1
+                               ssl_verify=off;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- request eval
+["GET /s3", "GET /s3", "GET /s3"]
+--- response_body eval
+["bucket=replays key=games/1/replay.bin\n",
+ "bucket=replays key=games/1/replay.bin\n",
+ "bucket=replays key=games/1/replay.bin\n"]
+--- after_request eval
+[undef, undef, sub {
+    my ($block) = @_;
+    my @c = ReplayTest::log_column('logs/front.log', 0);
+    Test::More::is(scalar(@c), 3, $block->name . ' - S3 saw 3 requests');
+    Test::More::is(scalar(keys %{{ map { $_ => 1 } @c }}), 1,
+                   $block->name . ' - on one TLS connection');
+}]
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin

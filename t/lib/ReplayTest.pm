@@ -244,6 +244,20 @@ sub read_response {
     return ($head // '', $body // '');
 }
 
+# Column N (from 0, split on white space) of every line of FILE, relative
+# to the server root.
+sub log_column {
+    my ($file, $n) = @_;
+
+    my $path = Test::Nginx::Util::server_root() . "/$file";
+
+    open my $fh, '<', $path or die "$path: $!\n";
+    my @col = map { (split ' ', $_)[$n] } <$fh>;
+    close $fh;
+
+    return @col;
+}
+
 # Waits up to $timeout seconds for a line of FILE (relative to the server
 # root) to match $re; true if one did.
 sub wait_for_line {
