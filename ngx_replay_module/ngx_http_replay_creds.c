@@ -19,6 +19,7 @@
 
 #include "ngx_http_replay_creds.h"
 #include "ngx_http_replay_creds_source.h"
+#include "ngx_http_replay_util.h"
 
 
 /* credentials are not used in their last seconds: a request signed with
@@ -131,8 +132,6 @@ static void ngx_http_replay_creds_adopt(ngx_http_replay_creds_t *creds);
 static void ngx_http_replay_creds_free_local(ngx_http_replay_creds_t *creds);
 static u_char *ngx_http_replay_creds_iso8601(u_char *p, time_t t);
 static ngx_array_t *ngx_http_replay_creds_sets(void);
-static u_char *ngx_http_replay_creds_escape(u_char *p, ngx_str_t *s,
-    ngx_uint_t json);
 
 
 static ngx_http_module_t  ngx_http_replay_creds_module_ctx = {
@@ -1141,9 +1140,9 @@ ngx_http_replay_creds_prometheus(u_char *p)
             ngx_http_replay_creds_state(set[i], st);
 
             p = ngx_sprintf(p, "%s{source=\"", m->name);
-            p = ngx_http_replay_creds_escape(p, &set[i]->source.name, 0);
+            p = ngx_http_replay_escape_label(p, &set[i]->source.name, 0);
             p = ngx_cpymem(p, "\",config=\"", sizeof("\",config=\"") - 1);
-            p = ngx_http_replay_creds_escape(p, &set[i]->conf, 0);
+            p = ngx_http_replay_escape_label(p, &set[i]->conf, 0);
             p = ngx_sprintf(p, "\"} %uA\n", st->v[j]);
         }
     }
@@ -1179,9 +1178,9 @@ ngx_http_replay_creds_json(u_char *p)
         p = ngx_cpymem(p, i ? ",{\"source\":\"" : "{\"source\":\"",
                        i ? sizeof(",{\"source\":\"") - 1
                          : sizeof("{\"source\":\"") - 1);
-        p = ngx_http_replay_creds_escape(p, &set[i]->source.name, 1);
+        p = ngx_http_replay_escape_label(p, &set[i]->source.name, 1);
         p = ngx_cpymem(p, "\",\"config\":\"", sizeof("\",\"config\":\"") - 1);
-        p = ngx_http_replay_creds_escape(p, &set[i]->conf, 1);
+        p = ngx_http_replay_escape_label(p, &set[i]->conf, 1);
 
         p = ngx_sprintf(p, "\",\"valid\":%s,\"expires\":%uA,"
                         "\"last_refresh\":%uA,\"next_refresh\":%uA,"
@@ -1193,44 +1192,13 @@ ngx_http_replay_creds_json(u_char *p)
 
         error.data = st.error;
         error.len = st.error_len;
-        p = ngx_http_replay_creds_escape(p, &error, 1);
+        p = ngx_http_replay_escape_label(p, &error, 1);
 
         *p++ = '"';
         *p++ = '}';
     }
 
     *p++ = ']';
-
-    return p;
-}
-
-
-/* a Prometheus label value or a JSON string's content: \ " and controls */
-
-static u_char *
-ngx_http_replay_creds_escape(u_char *p, ngx_str_t *s, ngx_uint_t json)
-{
-    u_char  *c, *last;
-
-    last = s->data + s->len;
-
-    for (c = s->data; c < last; c++) {
-        if (*c == '\\' || *c == '"') {
-            *p++ = '\\';
-            *p++ = *c;
-
-        } else if (*c == '\n') {
-            *p++ = '\\';
-            *p++ = 'n';
-
-        } else if (*c < 0x20 || *c == 0x7f) {
-            p = json ? ngx_sprintf(p, "\\u%04xd", (ngx_uint_t) *c)
-                     : ngx_sprintf(p, "\\x%02xd", (ngx_uint_t) *c);
-
-        } else {
-            *p++ = *c;
-        }
-    }
 
     return p;
 }

@@ -10,6 +10,7 @@ use Test::Nginx::Socket 'no_plan';
 use ReplayTest;
 
 use JSON::PP ();
+use Time::HiRes ();
 
 # the samples each block's status response must show, by block number;
 # every other sample of replay_requests_total must be 0
@@ -133,6 +134,63 @@ add_response_body_check(sub {
     Test::More::is("@other", '', "$name: no other outcome counted");
 });
 
+# TEST 15: each location's gauges while a request is in flight (requests
+# 0 and 1: Prometheus, JSON) and once it has gone (request 2)
+our $held;
+
+add_response_body_check(sub {
+    my ($block, $body, $idx, $repeated, $dry_run) = @_;
+
+    return if $dry_run || $block->name !~ /\bTEST 15:/;
+
+    my (%mem, %other, $in, $total, $temp);
+
+    if ($idx == 1) {
+        my $j = eval { JSON::PP::decode_json($body) };
+        Test::More::ok($j, 'TEST 15: the JSON parses') or return;
+
+        %mem = %{$j->{replay_location_memory_bytes}{'/s3'}};
+        %other = %{$j->{replay_location_memory_bytes}{'^/a"b\\d$'}};
+        $in = $j->{replay_location_requests_in_flight}{'/s3'};
+        $temp = $j->{replay_location_temp_file_bytes}{'/s3'};
+        $total = $j->{replay_memory_bytes};
+
+    } else {
+        my $samples = main::prometheus($body, "TEST 15 ($idx)");
+
+        for my $k (qw(pool buffers row tls)) {
+            $mem{$k} = $samples->{"replay_location_memory_bytes{location=\"/s3\",kind=\"$k\"}"};
+            $other{$k} = $samples->{"replay_location_memory_bytes{location=\"^/a\\\"b\\\\d\$\",kind=\"$k\"}"};
+        }
+
+        $in = $samples->{'replay_location_requests_in_flight{location="/s3"}'};
+        $temp = $samples->{'replay_location_temp_file_bytes{location="/s3"}'};
+        $total = $samples->{replay_memory_bytes};
+    }
+
+    my $name = "TEST 15 (" . ($idx == 1 ? 'JSON' : $idx ? 'after' : 'Prometheus') . ")";
+    my $sum = 0;
+    $sum += $_ // 0 for values %mem;
+
+    Test::More::is(join(' ', map { $other{$_} // 'none' } qw(pool buffers row tls)),
+                   '0 0 0 0', "$name: the other location holds nothing");
+    Test::More::is($temp, 0, "$name: no temporary file");
+
+    if ($idx == 2) {
+        Test::More::is("$in $sum $total", '0 0 0',
+                       "$name: nothing in flight, nothing held");
+        return;
+    }
+
+    Test::More::is($in, 1, "$name: one request in flight");
+    Test::More::ok($mem{buffers} >= 65536 && $mem{pool} > 4096
+                   && $mem{row} == 0 && $mem{tls} == 0,
+                   "$name: its 64k buffer and its pool "
+                   . "($mem{buffers}, $mem{pool})");
+    Test::More::is($sum, $total, "$name: the kinds add up to "
+                   . "replay_memory_bytes");
+});
+
 no_shuffle();
 run_tests();
 
@@ -151,8 +209,7 @@ sub prometheus {
             next;
         }
 
-        # labels: name="value", comma-separated
-        if ($line =~ /^(([a-z0-9_]+?)(?:_bucket|_sum|_count)?(?:\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})?) (\d+(?:\.\d+)?)$/
+        if ($line =~ /^(([a-z0-9_]+?)(?:_bucket|_sum|_count)?(?:\{[a-z_]+="(?:[^"\\]|\\.)*"(?:,[a-z_]+="(?:[^"\\]|\\.)*")*\})?) (\d+(?:\.\d+)?)$/
             && ($typed{$2} || $typed{$1}))
         {
             $samples{$1} = $3;
@@ -492,3 +549,38 @@ GET /s3
 ReplayTest::fixture('games/1/replay.bin')
 --- response_headers
 !Server-Timing
+
+
+
+=== TEST 15: each location's memory by kind while a request is in flight, both formats, back to zero after
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    proxy_buffer_size      64k;
+    proxy_buffers          4 64k;
+
+    location /s3 {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_key       big/50mib.bin;
+    }
+
+    location ~ "^/a\"b\\d$" {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_key       games/1/replay.bin;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- init
+# a client that asks for 50 MiB and reads nothing: its request stays in
+# flight, holding what it holds
+ReplayTest::get_concurrently(['/status']);
+$main::held = ReplayTest::open_request('/s3');
+ReplayTest::wait_for_line('logs/error.log', qr/replay: memory at S3's header/, 10);
+--- request eval
+["GET /status", "GET /status?format=json", "GET /status"]
+--- after_request eval
+[undef, sub { close $main::held; Time::HiRes::sleep(1); }, undef]
+--- error_code eval
+[200, 200, 200]

@@ -258,6 +258,19 @@ sub log_column {
     return @col;
 }
 
+# How many queries for NAME the suite's DNS forwarder has relayed
+# (t/services/dns-delay.py's log).
+sub dns_queries {
+    my ($name) = @_;
+
+    open my $fh, '<', $ENV{TEST_NGINX_DNS_QUERY_LOG}
+        or die "$ENV{TEST_NGINX_DNS_QUERY_LOG}: $!\n";
+    my $n = grep { / \Q$name\E$/ } <$fh>;
+    close $fh;
+
+    return $n;
+}
+
 # Waits up to $timeout seconds for a line of FILE (relative to the server
 # root) to match $re; true if one did.
 sub wait_for_line {

@@ -46,6 +46,7 @@ my $PORT     = $E{REL_PORT};
 my $STALL    = $E{REL_STALL_PORT};
 my $WORKERS  = 2;
 my $POOL     = 8;
+my $TIMEOUT_POOL = 4;           # of the location whose queries time out
 my $PSQL     = $E{TEST_NGINX_PSQL};
 my @PSQL     = ($PSQL, '-X', '-At', '-h', $E{TEST_NGINX_PG_HOST},
                 '-p', $E{TEST_NGINX_PG_PORT}, '-U', $E{TEST_NGINX_PG_USER},
@@ -221,6 +222,29 @@ http {
                                  WHERE id = \$1::bigint" \$1;
         }
 
+        # a database by name, through nginx's resolver and the DNS
+        # forwarder that answers late on demand (scenario dns_slow)
+        location ~ ^/dns/(\\d+)\$ {
+            resolver            127.0.0.1:$E{TEST_NGINX_DNS_SLOW_PORT} valid=1s ipv6=off;
+            replay_db           "host=pg.replay.test port=$E{TEST_NGINX_PG_PORT}
+                                 dbname=$E{TEST_NGINX_PG_DB} user=$E{TEST_NGINX_PG_USER}
+                                 application_name=nginx-replay-dns"
+                                pool=2 queue=4096 connect_timeout=5s
+                                queue_timeout=10s;
+            replay_s3_endpoint  $s3;
+            replay_key_query    "$q" \$1;
+        }
+
+        # queries past their time (scenario query_timeouts)
+        location ~ ^/timeout/(\\d+)\$ {
+            replay_db           "$dsn application_name=nginx-replay-timeout"
+                                pool=$TIMEOUT_POOL queue=4096 query_timeout=200ms
+                                queue_timeout=20s;
+            replay_s3_endpoint  $s3;
+            replay_key_query    "SELECT replay_url FROM games, pg_sleep(10)
+                                 WHERE id = \$1::bigint" \$1;
+        }
+
         # an origin that stalls mid-body (t/reliability: stall_server)
         location ~ ^/stall/(.*)\$ {
             replay_s3_endpoint  http://127.0.0.1:$STALL;
@@ -389,7 +413,7 @@ sub stop_nginx {
 sub tcp_sockets {
     my %s;
 
-    for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+    for my $f ('/proc/net/tcp', '/proc/net/tcp6', '/proc/net/udp') {
         open my $fh, '<', $f or next;
         <$fh>;
         while (my $l = <$fh>) {
@@ -411,7 +435,8 @@ sub fds {
 
     $tcp ||= tcp_sockets();
 
-    my %n = (pg => 0, s3 => 0, client => 0, other => 0, total => 0);
+    my %n = (pg => 0, s3 => 0, client => 0, dns => 0, other => 0,
+             total => 0);
     my ($s3port) = $E{TEST_NGINX_S3_ENDPOINT} =~ /:(\d+)$/;
 
     opendir my $d, "/proc/$pid/fd" or return undef;
@@ -423,7 +448,9 @@ sub fds {
         if ($l =~ /^socket:\[(\d+)\]$/ && $tcp->{$1}) {
             my ($lp, $rp, $st) = @{ $tcp->{$1} };
 
-            if ($st eq '0A') {
+            if ($rp == ($E{TEST_NGINX_DNS_SLOW_PORT} // -1)) {
+                $n{dns}++;                              # the resolver's
+            } elsif ($st eq '0A') {
                 $n{other}++;                            # listening
             } elsif ($rp == $E{TEST_NGINX_PG_PORT}) {
                 $n{pg}++;
@@ -466,8 +493,8 @@ sub snapshot {
 sub fmt_fds {
     my ($f) = @_;
     return 'gone' unless $f;
-    return sprintf '%d (pg %d, s3 %d, client %d, other %d)',
-        @$f{qw(total pg s3 client other)};
+    return sprintf '%d (pg %d, s3 %d, client %d, dns %d, other %d)',
+        @$f{qw(total pg s3 client dns other)};
 }
 
 # ---------------------------------------------------------------- error log
@@ -652,7 +679,7 @@ sub health {
             push @why, "worker $w: " . fmt_fds($f) . ", at the start "
                        . fmt_fds($b->{fds})
                 if !$f || $f->{client} || $f->{s3} || $f->{pg} > $POOL
-                   || $f->{other} != $b->{fds}{other};
+                   || $f->{dns} > 1 || $f->{other} != $b->{fds}{other};
         }
 
         last unless @why;
@@ -1583,6 +1610,174 @@ sub scenario_creds {
     health($name, $mark);
 }
 
+# psql \watch on a count, every 50 ms, in the background: watch_stop()
+# gives the counts it saw
+sub watch_start {
+    my ($sql, $file) = @_;
+
+    open my $fh, '>', "$file.sql" or die "$file.sql: $!";
+    print $fh "$sql \\watch 0.05\n";
+    close $fh;
+
+    my $cmd = join(' ', map { "'$_'" } @PSQL) . " -f '$file.sql' > '$file'";
+    return background("exec $cmd");
+}
+
+sub watch_stop {
+    my ($pid, $file) = @_;
+
+    kill 'TERM', -$pid;
+    reap($pid, 10);
+
+    open my $fh, '<', $file or return ();
+    my @n = grep { /^\d+$/ } map { chomp; $_ } <$fh>;
+    close $fh;
+
+    return @n;
+}
+
+sub dns_delay {
+    my ($ms) = @_;
+    open my $fh, '>', $E{TEST_NGINX_DNS_DELAY_FILE} or die $!;
+    print $fh "$ms\n";
+    close $fh;
+}
+
+# A DNS server that answers 2 s late while the database's connections are
+# made anew: the lookups wait for it, the workers keep answering others
+sub scenario_dns_slow {
+    my $name = 'DNS slow';
+    my $mark = log_mark();
+    my @valid = small_valid();
+    my (%status, @bad, @plain);
+    my $kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+               . " WHERE application_name = 'nginx-replay-dns'";
+
+    # the names resolved once, the connections made, then dropped
+    my $n = 0;
+    Load::run(concurrency => 4, next => sub {
+        return undef if $n++ >= 20;
+        return { path => "/dns/$valid[0]" };
+    });
+    psql($kill);
+    sleep 2.1;                                  # the answers' validity (whole seconds)
+
+    dns_delay(2000);
+
+    my ($i, $t0) = (0, time);
+
+    Load::run(
+        concurrency => 30,
+        next => sub {
+            return undef if time - $t0 > 6;
+            my $k = $i++;
+            if ($k % 3) {
+                return { path => '/plain', plain => 1 };
+            }
+            my $id = $valid[int rand @valid];
+            return { path => "/dns/$id", id => $id };
+        },
+        done => sub {
+            my ($spec, $res) = @_;
+            if ($spec->{plain}) {
+                push @plain, $res->{time};
+                push @bad, "/plain: $res->{status} $res->{error}"
+                    unless $res->{status} == 200;
+                return;
+            }
+            $status{ $res->{status} }++;
+            my $why = good_response($spec->{id}, $res);
+            push @bad, "$spec->{path}: $why" if $why;
+        },
+    );
+
+    dns_delay(0);
+
+    @plain = sort { $a <=> $b } @plain;
+    my $p99 = $plain[int(@plain * 0.99)] // 0;
+
+    note(sprintf "%s: lookups %s; %d requests of another location, "
+                 . "median %.1f ms, p99 %.1f ms, max %.1f ms", $name,
+                 summary_of(\%status), scalar @plain,
+                 1000 * ($plain[@plain / 2] // 0), 1000 * $p99,
+                 1000 * ($plain[-1] // 0));
+
+    ok(!@bad, "$name: every lookup waited for DNS and answered 200 with its body; every other request 200",
+       scalar(@bad) . ' bad', @bad[0 .. ($#bad > 9 ? 9 : $#bad)]);
+    ok(($status{200} // 0) > 20, "$name: " . ($status{200} // 0) . " lookups answered");
+    ok($p99 < ($SAN_DIR ? 0.5 : 0.1),
+       sprintf("%s: the workers kept answering: p99 %.1f ms for another location",
+               $name, 1000 * $p99));
+
+    # its connections are not the main pool's
+    psql($kill);
+
+    health($name, $mark);
+}
+
+# Queries that never end within query_timeout, under load: each one is
+# cancelled, the server never runs more than the pools allow, nothing is
+# left running a second later, and other lookups go on
+sub scenario_query_timeouts {
+    my $name = 'query timeouts under load';
+    my $mark = log_mark();
+    my @valid = small_valid();
+    my (%status, @bad);
+    my $count = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                . " AND application_name = 'nginx-replay-timeout'";
+    my $file = "$DIR/watch-timeouts";
+
+    my $w = watch_start($count, $file);
+    sleep 0.3;
+
+    my ($i, $t0) = (0, time);
+
+    Load::run(
+        concurrency => 60,
+        next => sub {
+            return undef if $i >= 600;
+            my $k = $i++;
+            my $id = $valid[int rand @valid];
+            return { path => ($k % 3 ? "/game/$id" : "/timeout/$id"), id => $id,
+                     timeout => 30, slow => !($k % 3) };
+        },
+        done => sub {
+            my ($spec, $res) = @_;
+            $status{ ($spec->{slow} ? 'timeout ' : 'game ') . $res->{status} }++;
+            if ($spec->{slow}) {
+                push @bad, "$spec->{path}: $res->{status} $res->{error}"
+                    unless $res->{status} == 504;
+                return;
+            }
+            my $why = good_response($spec->{id}, $res);
+            push @bad, "$spec->{path}: $why" if $why;
+        },
+    );
+
+    my $end = time;
+    my $left = psql($count);
+    while ($left ne '0' && time - $end < 1) {
+        sleep 0.05;
+        $left = psql($count);
+    }
+    my $gone = time - $end;
+
+    my @seen = watch_stop($w, $file);
+    my ($max) = sort { $b <=> $a } @seen;
+
+    note(sprintf "%s: %.1f s: %s; the server ran at most %s of them at once (%d looks)",
+                 $name, $end - $t0, summary_of(\%status), $max // '?', scalar @seen);
+
+    ok(!@bad, "$name: each slow lookup a 504, every other one 200 with its body",
+       scalar(@bad) . ' bad', @bad[0 .. ($#bad > 9 ? 9 : $#bad)]);
+    ok(@seen > 10 && defined $max && $max <= $WORKERS * $TIMEOUT_POOL,
+       "$name: never more queries running than workers x pool ("
+       . $WORKERS * $TIMEOUT_POOL . "), saw " . ($max // 'none'));
+    ok($left eq '0', sprintf "%s: none left running %.2f s after the last 504", $name, $gone);
+
+    health($name, $mark);
+}
+
 # ---------------------------------------------------------------- main
 
 my %SCENARIOS = (
@@ -1596,8 +1791,11 @@ my %SCENARIOS = (
     cache      => \&scenario_cache,
     creds      => \&scenario_creds,
     reload     => \&scenario_reload,
+    dns_slow   => \&scenario_dns_slow,
+    query_timeouts => \&scenario_query_timeouts,
 );
-my @ORDER = qw(mix configs bad_input aborts stall s3 pg cache creds reload);
+my @ORDER = qw(mix configs bad_input aborts stall s3 pg cache dns_slow
+               query_timeouts creds reload);
 
 my @run = @ARGV ? @ARGV : @ORDER;
 
