@@ -225,11 +225,11 @@ ngx_http_replay_db_cancel_exit(void)
         (void) pthread_detach(ngx_http_replay_db_cancel_tid);
     }
 
-    ngx_del_event(ngx_http_replay_db_cancel_conn->read, NGX_READ_EVENT,
-                  NGX_CLOSE_EVENT);
-    ngx_free_connection(ngx_http_replay_db_cancel_conn);
-
-    (void) close(ngx_http_replay_db_cancel_fds[0]);
+    /*
+     * closed as nginx closes its own: the connection's fd set to -1, or the
+     * exit's check of open sockets, which runs after this, sees it left
+     */
+    ngx_close_connection(ngx_http_replay_db_cancel_conn);
 
     if (idle) {
         /* a thread still at work writes to it when it is done */

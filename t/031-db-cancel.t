@@ -127,6 +127,9 @@ ReplayTest::fixture('games/1/replay.bin')
 replay: database query timed out after 300 ms while waiting for the database's answer, database: "host=127.0.0.1 port=
 --- no_error_log
 did not take the cancel request
+--- s3_requests
+GET /replays/games/1/replay.bin
+
 
 
 
@@ -172,6 +175,9 @@ ReplayTest::fixture('games/1/replay.bin')
 replay: database connection failed: FATAL: terminating connection due to administrator command
 --- no_error_log
 before the query left
+--- s3_requests
+GET /replays/games/1/replay.bin
+
 
 
 
@@ -208,3 +214,6 @@ GET /game/2
 ReplayTest::fixture('games/2/replay.bin')
 --- no_error_log
 [error]
+--- s3_requests eval
+[("GET /replays/games/1/replay.bin") x 8, ("GET /replays/games/2/replay.bin") x 5]
+

@@ -103,6 +103,10 @@ GET /game/1
 ReplayTest::fixture('games/1/replay.bin')
 --- error_log eval
 qr/replay_db "host=pg\.replay\.test port=\d+ dbname=replay" in \S+:\d+: host names are resolved by the resolver at each new connection/
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/2/replay.bin
+GET /replays/games/1/replay.bin
 
 
 
@@ -164,6 +168,9 @@ Test::More::ok($max < $main::slowest,
 GET /game/2
 --- response_body eval
 ReplayTest::fixture('games/2/replay.bin')
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/2/replay.bin
 
 
 
@@ -194,6 +201,8 @@ GET /game/1
 ReplayTest::fixture('games/1/replay.bin')
 --- error_log eval
 qr/\[error\] .*replay: database connection timed out after 300 ms while resolving the database's host name, database: "host=pg\.replay\.test port=\d+ dbname=replay", client: /
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -242,6 +251,8 @@ GET /game/8
 ReplayTest::fixture('games/8/notes.txt')
 --- error_log
 could not resolve the database host "nx.replay.test"
+--- s3_requests
+GET /replays/games/8/notes.txt
 
 
 
@@ -264,6 +275,8 @@ GET /game/2
 ReplayTest::fixture('games/2/replay.bin')
 --- error_log eval
 qr/\[notice\] .*replay_db "host=localhost port=\d+ dbname=replay" in \S+:\d+: no resolver, host "localhost" resolved now to 127\.0\.0\.1; a new address needs a reload/
+--- s3_requests
+GET /replays/games/2/replay.bin
 
 
 
@@ -306,3 +319,6 @@ GET /game/1
 ReplayTest::fixture('games/1/replay.bin')
 --- no_error_log
 resolved
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin

@@ -11,77 +11,8 @@ use IO::Socket::INET ();
 use POSIX ();
 use Time::HiRes ();
 
-# Blocks without a configuration run on the first block's.
-my ($shared_config, $shared_http_config);
-
-add_block_preprocessor(sub {
-    my $block = shift;
-
-    if (!defined $shared_config) {
-        $shared_config = $block->config;
-        $shared_http_config = $block->http_config;
-        return;
-    }
-
-    if (!defined $block->config) {
-        $block->set_value('config', $shared_config);
-        $block->set_value('http_config', $shared_http_config);
-    }
-});
-
-# how much longer things take under valgrind
-our $slow = $ENV{TEST_NGINX_USE_VALGRIND} ? 3 : 1;
-
-worker_connections(1024);
-
-no_shuffle();
-run_tests();
-
-
-# psql on the TLS primary
-sub psql_tls {
-    my ($sql) = @_;
-
-    my $out = `$ENV{TEST_NGINX_PSQL} -X -At -h 127.0.0.1 -p $ENV{TEST_NGINX_PGHA_PRIMARY_PORT} -U postgres -d replay -c "$sql" 2>&1`;
-    chomp $out;
-    return $out;
-}
-
-# one GET on a new connection: [status, seconds from the connection on]
-sub timed_get {
-    my ($path) = @_;
-
-    # nginx may still be starting (under valgrind it takes a while)
-    my $sock;
-    for (1 .. 200) {
-        $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                      PeerPort => $Test::Nginx::Util::ServerPortForClient,
-                                      Timeout => 10);
-        last if $sock;
-        Time::HiRes::sleep(0.1);
-    }
-    return [0, 0] unless $sock;
-
-    my $t0 = Time::HiRes::time();
-    print $sock "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    local $/;
-    my $resp = <$sock> // '';
-    close $sock;
-
-    my ($status) = $resp =~ m{^HTTP/\d\.\d (\d+)};
-
-    return [$status // 0, Time::HiRes::time() - $t0];
-}
-
-
-__DATA__
-
-=== TEST 1: sslmode=verify-full with the suite's CA: the lookup runs over TLS
---- http_config
-    map $uri $id {
-        ~/(?<n>\d+)$  $n;
-    }
---- config
+# Blocks without a configuration get this one.
+my $tls_config = <<'CONF';
     replay_s3_bucket       replays;
     replay_s3_credentials  env;
 
@@ -179,12 +110,79 @@ __DATA__
     location = /plain {
         return 200 "plain\n";
     }
+CONF
+
+my $tls_http_config = <<'CONF';
+    map $uri $id {
+        ~/(?<n>\d+)$  $n;
+    }
+CONF
+
+add_block_preprocessor(sub {
+    my $block = shift;
+
+    if (!defined $block->config) {
+        $block->set_value('config', $tls_config);
+        $block->set_value('http_config', $tls_http_config);
+    }
+});
+
+# how much longer things take under valgrind
+our $slow = $ENV{TEST_NGINX_USE_VALGRIND} ? 3 : 1;
+
+worker_connections(1024);
+
+no_shuffle();
+run_tests();
+
+
+# psql on the TLS primary
+sub psql_tls {
+    my ($sql) = @_;
+
+    my $out = `$ENV{TEST_NGINX_PSQL} -X -At -h 127.0.0.1 -p $ENV{TEST_NGINX_PGHA_PRIMARY_PORT} -U postgres -d replay -c "$sql" 2>&1`;
+    chomp $out;
+    return $out;
+}
+
+# one GET on a new connection: [status, seconds from the connection on]
+sub timed_get {
+    my ($path) = @_;
+
+    # nginx may still be starting (under valgrind it takes a while)
+    my $sock;
+    for (1 .. 200) {
+        $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $Test::Nginx::Util::ServerPortForClient,
+                                      Timeout => 10);
+        last if $sock;
+        Time::HiRes::sleep(0.1);
+    }
+    return [0, 0] unless $sock;
+
+    my $t0 = Time::HiRes::time();
+    print $sock "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    local $/;
+    my $resp = <$sock> // '';
+    close $sock;
+
+    my ($status) = $resp =~ m{^HTTP/\d\.\d (\d+)};
+
+    return [$status // 0, Time::HiRes::time() - $t0];
+}
+
+
+__DATA__
+
+=== TEST 1: sslmode=verify-full with the suite's CA: the lookup runs over TLS
 --- request
 GET /verified/1
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
 --- error_log eval
 qr/\[notice\] .*replay_db "host=localhost port=\d+ dbname=replay" in \S+:\d+: no resolver, host "localhost" resolved now to 127\.0\.0\.1/
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -197,6 +195,9 @@ Test::More::is(main::psql_tls("SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg
 GET /plain
 --- response_body
 plain
+--- s3_requests
+GET /replays/games/2/replay.bin
+GET /replays/games/1/replay.bin
 
 
 
@@ -205,6 +206,8 @@ plain
 GET /resolved/2
 --- response_body eval
 ReplayTest::fixture('games/2/replay.bin')
+--- s3_requests
+GET /replays/games/2/replay.bin
 
 
 
@@ -238,6 +241,9 @@ Test::More::is(main::psql_tls("SELECT string_agg(a.application_name || '=' || s.
 GET /plain
 --- response_body
 plain
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
 
 
 
@@ -246,6 +252,8 @@ plain
 GET /uri/8
 --- response_body eval
 ReplayTest::fixture('games/8/notes.txt')
+--- s3_requests
+GET /replays/games/8/notes.txt
 
 
 
@@ -258,6 +266,8 @@ GET /passfile/2
 ReplayTest::fixture('games/2/replay.bin')
 --- no_error_log
 pw-5ecret
+--- s3_requests
+GET /replays/games/2/replay.bin
 
 
 

@@ -12,25 +12,54 @@ use IO::Socket::INET ();
 use POSIX ();
 use Time::HiRes ();
 
-# Blocks without a configuration run on the first block's.
-my ($shared_config, $shared_http_config);
+# Blocks without a configuration get this one.
+my $pgbouncer_config = <<'CONF';
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+
+    location ~ ^/prepared/(\d+)$ {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url /* t034-prepared */ FROM games
+                             WHERE id = $1::bigint" $1;
+    }
+
+    location ~ ^/unnamed/(\d+)$ {
+        replay_db           "host=127.0.0.1 port=$TEST_NGINX_PGB_PORT
+                             dbname=replay user=replay" pool=4 prepare=off;
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url /* t034-unnamed */ FROM games
+                             WHERE id = $1::bigint" $1;
+    }
+
+    location ~ ^/load/(\d+)$ {
+        replay_db           "host=127.0.0.1 port=$TEST_NGINX_PGB_PORT
+                             dbname=replay user=replay" pool=4 prepare=off
+                            connect_timeout=1s;
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url /* t034-load */ FROM games
+                             WHERE id = $1::bigint" $1;
+    }
+CONF
+
+my $pgbouncer_http_config = <<'CONF';
+    replay_db  "host=127.0.0.1 port=$TEST_NGINX_PGB_PORT dbname=replay
+                user=replay" pool=4;
+CONF
 
 add_block_preprocessor(sub {
     my $block = shift;
 
-    if (!defined $shared_config) {
-        $shared_config = $block->config;
-        $shared_http_config = $block->http_config;
-        return;
-    }
-
     if (!defined $block->config) {
-        $block->set_value('config', $shared_config);
-        $block->set_value('http_config', $shared_http_config);
+        $block->set_value('config', $pgbouncer_config);
+        $block->set_value('http_config', $pgbouncer_http_config);
     }
 });
 
 worker_connections(1024);
+
+# the objects of the ids check_all asks for
+our %keys = (1 => 'games/1/replay.bin', 2 => 'games/2/replay.bin',
+             8 => 'games/8/notes.txt');
 
 no_shuffle();
 run_tests();
@@ -74,53 +103,30 @@ sub status_of {
 sub check_all {
     my ($prefix, $n) = @_;
 
-    my %keys = (1 => 'games/1/replay.bin', 2 => 'games/2/replay.bin',
-                8 => 'games/8/notes.txt');
     my @ids = map { (1, 2, 8)[$_ % 3] } 1 .. $n;
     my @res = ReplayTest::get_concurrently([map { "$prefix$_" } @ids]);
     my $ok = 0;
 
     for my $i (0 .. $#ids) {
         $ok++ if $res[$i][0] == 200
-                 && $res[$i][2] eq ReplayTest::fixture($keys{$ids[$i]});
+                 && $res[$i][2] eq ReplayTest::fixture($main::keys{$ids[$i]});
     }
 
     return $ok;
+}
+
+# what S3 sees of check_all(PREFIX, $n) and of "GET PREFIX<ID>"s
+sub s3_of {
+    my ($n, @ids) = @_;
+
+    return map { "GET /replays/$main::keys{$_}" }
+               (map { (1, 2, 8)[$_ % 3] } 1 .. $n), @ids;
 }
 
 
 __DATA__
 
 === TEST 1: prepare=off: unnamed statements, right answers through PgBouncer
---- http_config
-    replay_db  "host=127.0.0.1 port=$TEST_NGINX_PGB_PORT dbname=replay
-                user=replay" pool=4;
---- config
-    replay_s3_bucket       replays;
-    replay_s3_credentials  env;
-
-    location ~ ^/prepared/(\d+)$ {
-        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
-        replay_key_query    "SELECT replay_url /* t034-prepared */ FROM games
-                             WHERE id = $1::bigint" $1;
-    }
-
-    location ~ ^/unnamed/(\d+)$ {
-        replay_db           "host=127.0.0.1 port=$TEST_NGINX_PGB_PORT
-                             dbname=replay user=replay" pool=4 prepare=off;
-        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
-        replay_key_query    "SELECT replay_url /* t034-unnamed */ FROM games
-                             WHERE id = $1::bigint" $1;
-    }
-
-    location ~ ^/load/(\d+)$ {
-        replay_db           "host=127.0.0.1 port=$TEST_NGINX_PGB_PORT
-                             dbname=replay user=replay" pool=4 prepare=off
-                            connect_timeout=1s;
-        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
-        replay_key_query    "SELECT replay_url /* t034-load */ FROM games
-                             WHERE id = $1::bigint" $1;
-    }
 --- init
 Test::More::is(main::check_all('/unnamed/', 40), 40, 'TEST 1: 40 concurrent lookups, every body right');
 Test::More::ok(main::pg_log_lines(qr/execute <unnamed>: SELECT replay_url \/\* t034-unnamed/) >= 40,
@@ -134,6 +140,8 @@ ReplayTest::fixture('games/2/replay.bin')
 --- no_error_log
 prepared statements do not last
 [error]
+--- s3_requests eval
+[main::s3_of(40, 2)]
 
 
 
@@ -151,13 +159,16 @@ ReplayTest::fixture('games/8/notes.txt')
 qr/\[warn\] .*replay: prepared statements do not last on this database's connections \(a pooler in transaction mode\?\); using unnamed statements \(replay_db ... prepare=off says so at once\) while waiting for the database's answer, database: "host=127\.0\.0\.1 port=\d+ dbname=replay", client: /
 --- no_error_log
 [error]
+--- s3_requests eval
+[main::s3_of(1), main::s3_of(40, 8)]
 
 
 
 === TEST 3: PgBouncer restarts under load: 503s only while it is down, then every lookup answers
 --- init
 my $file = "/tmp/replay-t034.$$";
-main::status_of('/load/1');
+%main::served = ();
+$main::served{1}++ if main::status_of('/load/1') == 200;
 my $t0 = Time::HiRes::time();
 my @pids;
 for my $c (1 .. 4) {
@@ -186,6 +197,7 @@ for my $c (1 .. 4) {
     while (<$in>) {
         my ($t, $s) = split;
         $status{$s}++;
+        $main::served{1 + $c % 2}++ if $s == 200;
         $n++;
         push @late, sprintf('%s at %.2f s', $s, $t)
             if $s != 200 && ($t < $down || $t > $up + 1);
@@ -202,3 +214,9 @@ Test::More::is(main::check_all('/load/', 20), 20, 'TEST 3: after the restart, 20
 GET /load/1
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
+--- s3_requests eval
+# what answered 200 under load, then check_all and the request
+sub { ((map { main::s3_of(0, ($_) x $main::served{$_}) } keys %main::served),
+       main::s3_of(20, 1)) }
+--- error_log
+replay: database connection failed

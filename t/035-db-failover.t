@@ -95,3 +95,8 @@ GET /game/8
 ReplayTest::fixture('games/8/notes.txt')
 --- error_log eval
 qr/\[error\] .*replay: database connection failed: .*port \d+ failed: session is read-only while connecting to the database, database: "host=127\.0\.0\.1,127\.0\.0\.1 port=\d+,\d+ dbname=replay", client: /
+--- s3_requests eval
+# the lookups answered 200: three, /any/1 while the primary is down, the
+# first after the promotion, six, the request
+[("GET /replays/games/1/replay.bin") x 6, ("GET /replays/games/2/replay.bin") x 3,
+ ("GET /replays/games/8/notes.txt") x 3]

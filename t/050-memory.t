@@ -6,172 +6,17 @@
 # replay_memory_limit stopping requests whose real memory passes it
 # (500 before the header, the connection closed after); the budget's
 # queue; and a worker's resident memory while 50 clients download 50 MiB
-# each.
+# each, and its descriptors after 50 requests.  The checks that read the
+# logs after a block's last response are its "--- after_request".
 
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use ReplayTest;
 
-use IO::Socket::INET ();
-use POSIX ();
 use Time::HiRes ();
 
 # 50 clients at once, and their connections to S3
 worker_connections(1024);
-
-# checks of the logs, after the response, by block number
-my %after = (
-    1 => sub {
-        my ($block) = @_;
-        my $m = memory_adds_up($block);
-        my ($mem, $bound) = @{(logged())[-1]}{qw(mem bound)};
-        my $hdr = $m->{"at S3's header"};
-        Test::More::ok($hdr->{buffers} >= 65536 && $hdr->{buffers} < 65536 + 64,
-                       "TEST 1: the buffers are the 64 KiB buffer "
-                       . "($hdr->{buffers})");
-        Test::More::ok($hdr->{pool} > 4096 && $hdr->{tls} == 0
-                       && $hdr->{row} == 0,
-                       "TEST 1: a pool of its own ($hdr->{pool}), no row, "
-                       . "no TLS");
-        Test::More::ok($mem > $bound,
-                       "TEST 1: \$replay_memory $mem is more than "
-                       . "\$replay_memory_bound $bound (nginx's own "
-                       . "structures)");
-    },
-    2 => sub {
-        my %mem = map { $_->{uri} => $_->{mem} } logged();
-        Test::More::cmp_ok($mem{'/on'} - $mem{'/off'}, '>=', 4 * 65536,
-                           "TEST 2: buffered holds the pipe's 4 x 64k more "
-                           . "($mem{'/on'} vs $mem{'/off'})");
-        my @body = grep { $_->{moment} eq 'during the body' } measures();
-        my ($temp) = grep { $_->{temp} > 0 } @body;
-        Test::More::ok($temp && $temp->{buffers} >= 5 * 65536,
-                       'TEST 2: the pipe\'s buffers counted as allocated, '
-                       . 'with a temporary file');
-        Test::More::ok($temp && $temp->{total} == $temp->{pool}
-                       + $temp->{buffers} + $temp->{row} + $temp->{tls},
-                       'TEST 2: the temporary file is counted apart');
-    },
-    3 => sub {
-        my ($block) = @_;
-        my $m = memory_adds_up($block);
-        my $row = 18 + 24 + 13 + length(q{attachment; filename="game-1.replay"; filename*=UTF-8''game-1.replay});
-        Test::More::is($m->{"at the end"}{row}, $row,
-                       "TEST 3: the row is the row's copies");
-    },
-    4 => sub {
-        my %mem = map { $_->{uri} => $_ } logged();
-        my @end = map { $_->{row} } grep { $_->{moment} eq 'at the end' }
-                  measures();
-        # key, type and file name, and the Content-Disposition made of it
-        # (the name twice: plain and encoded)
-        Test::More::is($end[1] - $end[0], 3 * (20000 - 10),
-                       'TEST 4: the row kind grows by the row');
-        Test::More::cmp_ok($mem{'/game/1?n=20000'}{mem}
-                           - $mem{'/game/1?n=10'}{mem}, '>=',
-                           3 * (20000 - 10),
-                           "TEST 4: \$replay_memory grows with the row");
-        Test::More::ok($mem{'/game/1?n=20000'}{bound}
-                       - $mem{'/game/1?n=10'}{bound} == $end[1] - $end[0],
-                       "TEST 4: so does \$replay_memory_bound");
-    },
-    5 => sub {
-        my %mem = map { $_->{uri} => $_->{mem} } logged();
-        Test::More::cmp_ok($mem{'/mirrored'} - $mem{'/plain'}, '>=', 262144,
-                           "TEST 5: a mirror's 256k buffer is its "
-                           . "request's ($mem{'/mirrored'} vs "
-                           . "$mem{'/plain'})");
-    },
-    6 => sub {
-        my ($code, $status, $size) = curl_tls('/s3');
-        Test::More::is("$code $status $size", '0 200 38',
-                       'TEST 6: the object over HTTPS');
-        wait_for_lines(qr/replay: request memory: /, 2);
-        my %end = map { $_->{conn} => $_ }
-                  grep { $_->{moment} eq 'at the end' } measures();
-        my ($http, $https) = @end{sort { $a <=> $b } keys %end};
-        Test::More::is($http->{tls}, 0, 'TEST 6: no TLS for HTTP');
-        # its SSL object and nginx's 16k buffer (OpenSSL's own buffers
-        # only while it holds them)
-        Test::More::cmp_ok($https->{tls}, '>', 16384 + 4096,
-                           "TEST 6: an HTTPS client's TLS ($https->{tls})");
-    },
-    7 => sub {
-        my ($hdr) = grep { $_->{moment} eq "at S3's header" } measures();
-        Test::More::cmp_ok($hdr->{tls}, '>', 16384 + 4096,
-                           "TEST 7: S3's TLS connection ($hdr->{tls})");
-    },
-    12 => sub {
-        my ($r) = logged();
-        Test::More::ok($r->{status} == 500
-                       && $r->{bound} <= 75776 && $r->{mem} > 75776,
-                       "TEST 12: stopped at $r->{mem} bytes, bound "
-                       . "$r->{bound}, replay_memory_limit 75776");
-        my @lines = grep { /past replay_memory_limit/ } log_file('error.log');
-        Test::More::is(scalar @lines, 1, 'TEST 12: one log line');
-        Test::More::like($lines[0] // '',
-                         qr/replay: the request holds \d+ bytes at S3's header, past replay_memory_limit 75776: its buffers grew by \d+ \(pool \d+, buffers \d+, row 0, TLS 0\)/,
-                         'TEST 12: the buffers grew');
-    },
-    13 => sub {
-        my @r = logged();
-        Test::More::is(join(' ', map { $_->{status} } @r), '302 500',
-                       'TEST 13: without, then with the big header');
-        Test::More::ok($r[1]{bound} <= 12288 && $r[1]{mem} > 12288,
-                       "TEST 13: stopped at $r[1]{mem} bytes, bound "
-                       . "$r[1]{bound}");
-    },
-    14 => sub {
-        my ($code, $status, $size) = curl_tls('/s3');
-        Test::More::ok($code == 18 && $status == 200 && $size < 1048576,
-                       "TEST 14: a cut response, the connection closed "
-                       . "(curl $code, $status, $size bytes)");
-        wait_for_lines(qr/replay: request memory: /, 1);
-        my ($r) = logged();
-        Test::More::ok($r->{bound} <= 98304 && $r->{mem} > 98304,
-                       "TEST 14: at $r->{mem} bytes, bound $r->{bound}");
-        my @lines = grep { /past replay_memory_limit/ } log_file('error.log');
-        Test::More::is(scalar @lines, 1, 'TEST 14: one log line');
-        Test::More::like($lines[0] // '',
-                         qr/replay: the request holds \d+ bytes during the body, past replay_memory_limit 98304: its TLS grew by \d+ \(pool \d+, buffers \d+, row 0, TLS \d+\)/,
-                         'TEST 14: TLS grew');
-    },
-    15 => sub {
-        my @mem = map { $_->{mem} } logged();
-        Test::More::ok(@mem && $mem[-1] > 65536 && $mem[-1] <= 98304,
-                       "TEST 15: \$replay_memory $mem[-1] is within 64k "
-                       . "and replay_memory_limit 96k");
-    },
-);
-
-# Under valgrind nginx is restarted for every block: a block without a
-# configuration gets the previous block's, for an equal nginx.
-my ($prev_config, $prev_http_config);
-
-add_block_preprocessor(sub {
-    my $block = shift;
-
-    if (defined $block->config) {
-        ($prev_config, $prev_http_config) = ($block->config,
-                                             $block->http_config);
-
-    } elsif ($ENV{TEST_NGINX_USE_VALGRIND}) {
-        $block->set_value('config', $prev_config);
-        $block->set_value('http_config', $prev_http_config);
-    }
-});
-
-add_response_body_check(sub {
-    my ($block, $body, $req_idx, $repeated, $dry_run) = @_;
-
-    my ($n) = $block->name =~ /\bTEST (\d+):/;
-    return if $dry_run || !$after{$n};
-
-    my $req = $block->request;
-    return if ref $req eq 'ARRAY' && $req_idx != $#$req;
-
-    $after{$n}->($block);
-});
 
 no_shuffle();
 run_tests();
@@ -222,8 +67,11 @@ sub measures {
 sub memory_adds_up {
     my ($block) = @_;
 
-    my ($name) = $block->name =~ /\b(TEST \d+):/;
+    my $name = $block->name;
     my ($peak, $max, $ok, %by) = (undef, 0, 1);
+
+    # the request's cleanup logs the peak after the response is out
+    wait_for_lines(qr/replay: request memory: /, 1);
 
     for my $m (measures()) {
         $ok = 0 if $m->{total} != $m->{pool} + $m->{buffers} + $m->{row}
@@ -236,10 +84,10 @@ sub memory_adds_up {
         $peak = $1 if /replay: request memory: (\d+) bytes at peak/;
     }
 
-    Test::More::ok($ok && %by, "$name: each measure adds up");
-    Test::More::is($peak, $max, "$name: the peak is the most measured");
+    Test::More::ok($ok && %by, "$name - each measure adds up");
+    Test::More::is($peak, $max, "$name - the peak is the most measured");
     Test::More::is((logged())[-1]{mem}, $peak,
-                   "$name: \$replay_memory is the peak");
+                   "$name - \$replay_memory is the peak");
 
     return \%by;
 }
@@ -278,55 +126,6 @@ sub curl_tls {
     return ($code, split / /, $out);
 }
 
-# GET in a process of its own, left to run, once nginx has answered a
-# first request (under valgrind it takes a while to start).
-sub get_in_background {
-    my ($path) = @_;
-
-    ReplayTest::get_concurrently(['/hold?s=0']);
-
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-
-    if ($pid == 0) {
-        ReplayTest::get_concurrently([$path]);
-        POSIX::_exit(0);
-    }
-
-    # let it reach nginx first
-    Time::HiRes::sleep(0.2);
-}
-
-# Sends a GET and goes away after some seconds, without the response.
-sub leave_after {
-    my ($path, $secs) = @_;
-
-    my $sock = IO::Socket::INET->new(
-        PeerAddr => '127.0.0.1',
-        PeerPort => $Test::Nginx::Util::ServerPortForClient,
-    ) or die "connect: $!";
-
-    print $sock "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    Time::HiRes::sleep($secs);
-    close $sock;
-}
-
-# The resident memory of nginx (one process: master_process off), in KiB.
-sub nginx_rss {
-    my $pidfile = Test::Nginx::Util::server_root() . '/logs/nginx.pid';
-
-    open my $fh, '<', $pidfile or die "$pidfile: $!";
-    my $pid = <$fh>;
-    close $fh;
-    chomp $pid;
-
-    open $fh, '<', "/proc/$pid/status" or die "/proc/$pid/status: $!";
-    my ($rss) = map { /^VmRSS:\s+(\d+) kB/ ? $1 : () } <$fh>;
-    close $fh;
-
-    return $rss;
-}
-
 
 __DATA__
 
@@ -358,6 +157,24 @@ ReplayTest::fixture('games/1/replay.bin')
 past replay_memory_limit
 --- access_log eval
 qr/^\/s3 200 mem=\d+ bound=\d+$/
+--- after_request eval
+[sub {
+    my ($block) = @_;
+    my $m = main::memory_adds_up($block);
+    my ($mem, $bound) = @{(main::logged())[-1]}{qw(mem bound)};
+    my $hdr = $m->{"at S3's header"};
+    Test::More::ok($hdr->{buffers} >= 65536 && $hdr->{buffers} < 65536 + 64,
+                   "TEST 1: the buffers are the 64 KiB buffer "
+                   . "($hdr->{buffers})");
+    Test::More::ok($hdr->{pool} > 4096 && $hdr->{tls} == 0
+                   && $hdr->{row} == 0,
+                   "TEST 1: a pool of its own ($hdr->{pool}), no row, "
+                   . "no TLS");
+    Test::More::ok($mem > $bound,
+                   "TEST 1: \$replay_memory $mem is more than "
+                   . "\$replay_memory_bound $bound (nginx's own "
+                   . "structures)");
+}]
 
 
 
@@ -390,6 +207,21 @@ four buffers, then a temporary file)
 --- response_body eval
 [ReplayTest::fixture('big/1mib.bin'), ReplayTest::fixture('big/1mib.bin')]
 --- timeout: 20
+--- after_request eval
+[undef, sub {
+    my %mem = map { $_->{uri} => $_->{mem} } main::logged();
+    Test::More::cmp_ok($mem{'/on'} - $mem{'/off'}, '>=', 4 * 65536,
+                       "TEST 2: buffered holds the pipe's 4 x 64k more "
+                       . "($mem{'/on'} vs $mem{'/off'})");
+    my @body = grep { $_->{moment} eq 'during the body' } main::measures();
+    my ($temp) = grep { $_->{temp} > 0 } @body;
+    Test::More::ok($temp && $temp->{buffers} >= 5 * 65536,
+                   'TEST 2: the pipe\'s buffers counted as allocated, '
+                   . 'with a temporary file');
+    Test::More::ok($temp && $temp->{total} == $temp->{pool}
+                   + $temp->{buffers} + $temp->{row} + $temp->{tls},
+                   'TEST 2: the temporary file is counted apart');
+}]
 
 
 
@@ -427,6 +259,14 @@ Content-Disposition: attachment; filename="game-1.replay"; filename*=UTF-8''game
 ]
 --- access_log eval
 qr/^\/game\/1 200 mem=\d+ bound=\d+ db=\d+\.\d{3}$/
+--- after_request eval
+[sub {
+    my ($block) = @_;
+    my $m = main::memory_adds_up($block);
+    my $row = 18 + 24 + 13 + length(q{attachment; filename="game-1.replay"; filename*=UTF-8''game-1.replay});
+    Test::More::is($m->{"at the end"}{row}, $row,
+                   "TEST 3: the row is the row's copies");
+}]
 
 
 
@@ -449,6 +289,23 @@ qr/^\/game\/1 200 mem=\d+ bound=\d+ db=\d+\.\d{3}$/
 ["GET /game/1?n=10", "GET /game/1?n=20000"]
 --- response_body eval
 [ReplayTest::fixture('games/1/replay.bin'), ReplayTest::fixture('games/1/replay.bin')]
+--- after_request eval
+[undef, sub {
+    my %mem = map { $_->{uri} => $_ } main::logged();
+    my @end = map { $_->{row} } grep { $_->{moment} eq 'at the end' }
+              main::measures();
+    # key, type and file name, and the Content-Disposition made of it
+    # (the name twice: plain and encoded)
+    Test::More::is($end[1] - $end[0], 3 * (20000 - 10),
+                   'TEST 4: the row kind grows by the row');
+    Test::More::cmp_ok($mem{'/game/1?n=20000'}{mem}
+                       - $mem{'/game/1?n=10'}{mem}, '>=',
+                       3 * (20000 - 10),
+                       "TEST 4: \$replay_memory grows with the row");
+    Test::More::ok($mem{'/game/1?n=20000'}{bound}
+                   - $mem{'/game/1?n=10'}{bound} == $end[1] - $end[0],
+                   "TEST 4: so does \$replay_memory_bound");
+}]
 
 
 
@@ -485,6 +342,14 @@ qr/^\/game\/1 200 mem=\d+ bound=\d+ db=\d+\.\d{3}$/
 ["GET /plain", "GET /mirrored"]
 --- response_body eval
 [ReplayTest::fixture('games/1/replay.bin'), ReplayTest::fixture('games/1/replay.bin')]
+--- after_request eval
+[undef, sub {
+    my %mem = map { $_->{uri} => $_->{mem} } main::logged();
+    Test::More::cmp_ok($mem{'/mirrored'} - $mem{'/plain'}, '>=', 262144,
+                       "TEST 5: a mirror's 256k buffer is its "
+                       . "request's ($mem{'/mirrored'} vs "
+                       . "$mem{'/plain'})");
+}]
 
 
 
@@ -518,6 +383,21 @@ GET /s3
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
 --- timeout: 10
+--- after_request eval
+[sub {
+    my ($code, $status, $size) = main::curl_tls('/s3');
+    Test::More::is("$code $status $size", '0 200 38',
+                   'TEST 6: the object over HTTPS');
+    main::wait_for_lines(qr/replay: request memory: /, 2);
+    my %end = map { $_->{conn} => $_ }
+              grep { $_->{moment} eq 'at the end' } main::measures();
+    my ($http, $https) = @end{sort { $a <=> $b } keys %end};
+    Test::More::is($http->{tls}, 0, 'TEST 6: no TLS for HTTP');
+    # its SSL object and nginx's 16k buffer (OpenSSL's own buffers
+    # only while it holds them)
+    Test::More::cmp_ok($https->{tls}, '>', 16384 + 4096,
+                       "TEST 6: an HTTPS client's TLS ($https->{tls})");
+}]
 
 
 
@@ -551,6 +431,12 @@ GET /s3
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
 --- timeout: 10
+--- after_request eval
+[sub {
+    my ($hdr) = grep { $_->{moment} eq "at S3's header" } main::measures();
+    Test::More::cmp_ok($hdr->{tls}, '>', 16384 + 4096,
+                       "TEST 7: S3's TLS connection ($hdr->{tls})");
+}]
 
 
 
@@ -659,6 +545,19 @@ qr/replay: the key query's row needs \d+ bytes, replay_memory_limit 32768 leaves
 [500, 200]
 --- response_body_like eval
 [qr/500 Internal Server Error/, qr/^replay_requests_total\{outcome="memory_limit"\} 1$/m]
+--- after_request eval
+[undef, sub {
+    my ($r) = main::logged();
+    Test::More::ok($r->{status} == 500
+                   && $r->{bound} <= 75776 && $r->{mem} > 75776,
+                   "TEST 12: stopped at $r->{mem} bytes, bound "
+                   . "$r->{bound}, replay_memory_limit 75776");
+    my @lines = grep { /past replay_memory_limit/ } main::log_file('error.log');
+    Test::More::is(scalar @lines, 1, 'TEST 12: one log line');
+    Test::More::like($lines[0] // '',
+                     qr/replay: the request holds \d+ bytes at S3's header, past replay_memory_limit 75776: its buffers grew by \d+ \(pool \d+, buffers \d+, row 0, TLS 0\)/,
+                     'TEST 12: the buffers grew');
+}]
 
 
 
@@ -687,6 +586,15 @@ GET /s3
 --- error_code: 500
 --- error_log eval
 qr/replay: the request holds \d+ bytes after the lookup, past replay_memory_limit 12288: its pool grew by \d+ \(pool \d+, buffers 0, row 0, TLS 0\)/
+--- after_request eval
+[sub {
+    my @r = main::logged();
+    Test::More::is(join(' ', map { $_->{status} } @r), '302 500',
+                   'TEST 13: without, then with the big header');
+    Test::More::ok($r[1]{bound} <= 12288 && $r[1]{mem} > 12288,
+                   "TEST 13: stopped at $r[1]{mem} bytes, bound "
+                   . "$r[1]{bound}");
+}]
 
 
 
@@ -719,6 +627,22 @@ GET /t
 --- response_body
 ok
 --- timeout: 10
+--- after_request eval
+[sub {
+    my ($code, $status, $size) = main::curl_tls('/s3');
+    Test::More::ok($code == 18 && $status == 200 && $size < 1048576,
+                   "TEST 14: a cut response, the connection closed "
+                   . "(curl $code, $status, $size bytes)");
+    main::wait_for_lines(qr/replay: request memory: /, 1);
+    my ($r) = main::logged();
+    Test::More::ok($r->{bound} <= 98304 && $r->{mem} > 98304,
+                   "TEST 14: at $r->{mem} bytes, bound $r->{bound}");
+    my @lines = grep { /past replay_memory_limit/ } main::log_file('error.log');
+    Test::More::is(scalar @lines, 1, 'TEST 14: one log line');
+    Test::More::like($lines[0] // '',
+                     qr/replay: the request holds \d+ bytes during the body, past replay_memory_limit 98304: its TLS grew by \d+ \(pool \d+, buffers \d+, row 0, TLS \d+\)/,
+                     'TEST 14: TLS grew');
+}]
 
 
 
@@ -742,6 +666,13 @@ GET /s3
 ReplayTest::fixture('big/1mib.bin')
 --- no_error_log
 past replay_memory_limit
+--- after_request eval
+[sub {
+    my @mem = map { $_->{mem} } main::logged();
+    Test::More::ok(@mem && $mem[-1] > 65536 && $mem[-1] <= 98304,
+                   "TEST 15: \$replay_memory $mem[-1] is within 64k "
+                   . "and replay_memory_limit 96k");
+}]
 
 
 
@@ -793,7 +724,7 @@ qr/replay: memory budget 102400 is taken \(\d+ reserved\) and 1 requests wait al
         proxy_buffers       4 64k;
     }
 --- init
-main::get_in_background('/hold?s=1');
+ReplayTest::in_background('/hold?s=1');
 --- request
 GET /hold?s=0
 --- error_code: 503
@@ -820,10 +751,11 @@ replay: no room in memory budget 102400 within 300 ms
         proxy_buffers       4 64k;
     }
 --- init
-main::get_in_background('/hold?s=1');
-main::leave_after('/hold?s=0', 0.3);
+ReplayTest::in_background('/hold?s=1');
+ReplayTest::leave_after('/hold?s=0', 0.3);
 --- request
 GET /hold?s=0
+--- timeout: 10
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
 --- error_log
@@ -849,20 +781,19 @@ resident memory means little.)
         access_log             logs/access.log mem;
     }
 --- init
-if ($ENV{TEST_NGINX_USE_VALGRIND}) {
-    Test::More::pass('TEST 19: skipped under valgrind');
-    return;
-}
+SKIP: {
+Test::More::skip('TEST 19: resident memory under valgrind means little', 4)
+    if $ENV{TEST_NGINX_USE_VALGRIND};
 # a first request, so that what nginx sets up once is not counted
 ReplayTest::get_concurrently(['/s3?key=games/1/replay.bin']);
-my $before = main::nginx_rss();
+my $before = ReplayTest::worker_rss();
 my $max = $before;
 my $t0 = Time::HiRes::time();
 my @res = ReplayTest::get_concurrently(
     [map { '/s3?key=big/50mib.bin' } 1 .. 50],
     discard => 1,
     poll => sub {
-        my $rss = main::nginx_rss();
+        my $rss = ReplayTest::worker_rss();
         $max = $rss if $rss > $max;
     });
 my $secs = Time::HiRes::time() - $t0;
@@ -879,8 +810,55 @@ Test::More::is(scalar @mem, 50, 'TEST 19: 50 $replay_memory logged');
 my @in = grep { $_ > 65536 && $_ <= 131072 } @mem;
 Test::More::is(scalar @in, 50,
                'TEST 19: each over 64k and under replay_memory_limit 128k');
+}
 --- request
 GET /s3?key=games/1/replay.bin
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
 --- timeout: 30
+--- s3_requests eval
+$ENV{TEST_NGINX_USE_VALGRIND}
+    ? ["GET /replays/games/1/replay.bin"]
+    : ["GET /replays/games/1/replay.bin",
+       ("GET /replays/big/50mib.bin") x 50,
+       "GET /replays/games/1/replay.bin"]
+
+
+
+=== TEST 20: 50 requests: the worker holds the descriptors it held before, no more
+(a descriptor a request leaves open would show here 50 times: the client
+connection, S3's, a file; the database pool's one connection stays)
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    replay_db              "$TEST_NGINX_PG_DSN" pool=1;
+
+    location ~ ^/game/(.*)$ {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url FROM games WHERE id::text = $1"
+                            $1;
+    }
+--- init
+# a first request opens the pool's connection
+ReplayTest::get_concurrently(['/game/1']);
+$main::fds_before = ReplayTest::worker_fds();
+my @res = ReplayTest::get_concurrently([map { '/game/1' } 1 .. 50]);
+Test::More::is(scalar(grep { $_->[0] == 200 } @res), 50, 'TEST 20: 50 served');
+--- request
+GET /game/1
+--- after_request eval
+[sub {
+    my $now;
+    # the last connections close as the client sees them close
+    for (1 .. 40) {
+        $now = ReplayTest::worker_fds();
+        last if $now == $main::fds_before;
+        Time::HiRes::sleep(0.05);
+    }
+    Test::More::is($now, $main::fds_before,
+                   'TEST 20: the worker holds as many descriptors as before');
+}]
+--- response_body eval
+ReplayTest::fixture('games/1/replay.bin')
+--- s3_requests eval
+[("GET /replays/games/1/replay.bin") x 52]

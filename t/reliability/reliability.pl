@@ -4,7 +4,11 @@
 # master/worker mode, 2 workers, a configuration of its own in
 # $REL_DIR/nginx; each scenario loads it, then checks that no worker
 # crashed, that each worker's descriptors and memory are back where they
-# were, and that good requests still succeed.  TAP on stdout; the last
+# were, that the database pools are neither empty nor past their size, and
+# that good requests still succeed.  A service that goes away may cause
+# errors only while it is away and for a stated grace time after it is
+# back; from then on every request must succeed.  After the last scenario
+# nginx is stopped and the log it wrote is read.  TAP on stdout; the last
 # line says "N passed, M failed".
 #
 #   perl t/reliability/reliability.pl [SCENARIO...]     (via t/reliability/run)
@@ -334,13 +338,22 @@ EOF
     close $fh;
 }
 
+# a process that runs (an exited one its parent has not reaped yet does not)
+sub alive {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return 0;
+    my $stat = <$fh> // '';
+    close $fh;
+    return $stat !~ /\)\s+[ZX]\s/;
+}
+
 sub master_pid {
     open my $fh, '<', "$NGX_DIR/logs/nginx.pid" or return undef;
     my $pid = <$fh>;
     close $fh;
     return undef unless defined $pid;
     chomp $pid;
-    return $pid =~ /^\d+$/ && kill(0, $pid) ? $pid : undef;
+    return $pid =~ /^\d+$/ && alive($pid) ? $pid : undef;
 }
 
 sub proc_children {
@@ -394,16 +407,19 @@ sub start_nginx {
     die "nginx: no $WORKERS workers\n" unless workers() == $WORKERS;
 }
 
+my $killed;
+
 sub stop_nginx {
     my $m = master_pid() or return;
 
     kill 'QUIT', $m;
 
     for (1 .. 100) {
-        return unless kill 0, $m;
+        return unless alive($m);
         sleep 0.1;
     }
 
+    $killed = 1;
     kill 'KILL', $m;
 }
 
@@ -711,7 +727,34 @@ sub health {
     # 5. good requests
     good_requests_succeed($name);
 
+    # 6. the pools, as nginx holds them and as PostgreSQL sees them: some
+    #    connection kept (not reopened per request), none past pool=
+    pool_bounds($name);
+
     return $snap;
+}
+
+sub pool_bounds {
+    my ($name) = @_;
+
+    my ($ours, $theirs, @over) = (0);
+
+    for (1 .. 50) {
+        my $snap = snapshot();
+        ($ours, @over) = (0);
+        for my $w (keys %$snap) {
+            my $n = $snap->{$w}{fds} ? $snap->{$w}{fds}{pg} : 0;
+            $ours += $n;
+            push @over, "worker $w holds $n" if $n > $POOL;
+        }
+        $theirs = pg_backends();
+        last if $theirs == $ours;
+        sleep 0.1;
+    }
+
+    ok($ours >= 1 && !@over && $theirs == $ours,
+       "$name: database pools between 1 and $POOL a worker "
+       . "(nginx holds $ours, PostgreSQL sees $theirs)", @over);
 }
 
 sub pg_backends {
@@ -1287,41 +1330,46 @@ sub scenario_stall {
 }
 
 
-# a service stopped and started again while 50 clients keep asking
+# A service stopped and started again while 50 clients keep asking.  The
+# control script ($steps, bash) marks each fault with "fault_begin" and
+# "fault_end" (the service is away in between); a request may fail (in
+# the ways $o{allowed} accepts) only if it overlaps a fault or the $o{grace}
+# seconds after one; every other request must succeed, and the load goes
+# on for $o{grace} + 3 s after the last fault to show it.
 sub service_restart {
-    my ($name, $script, %o) = @_;
+    my ($name, $steps, %o) = @_;
 
     my $mark = log_mark();
     my @valid = small_valid();
-    my (%status, @bad, @after_bad);
+    my $grace = $o{grace};
+    my $events = "$DIR/fault-events";
+    my (%status, @bad, @outside, @after);
+
+    unlink $events;
 
     my $t0 = time;
-    my $ctl_pid = background($script);
+    my $ctl_pid = background(
+        "fault_begin() { echo \"begin \$(date +%s.%N)\" >> $events; }; "
+        . "fault_end() { echo \"end \$(date +%s.%N)\" >> $events; }; "
+        . $steps);
     my $ctl_done;
+    my @done;
 
     Load::run(
         concurrency => 50,
         keepalive   => 0,
         next => sub {
-            return undef if $ctl_done && time - $ctl_done > 3;
+            return undef if $ctl_done && time - $ctl_done > $grace + 3;
             # one request in 50 for the 50 MiB object, to be cut mid-body
             my $id = ($o{big} && rand() < 0.02) ? 6 : $valid[int rand @valid];
-            return { path => "/game/$id", id => $id, t => time - $t0 };
+            return { path => "/game/$id", id => $id, t => time };
         },
         done => sub {
             my ($spec, $res) = @_;
             $status{ $res->{status} . ($res->{error} ? " $res->{error}" : '')
                      . ($res->{status} == 200 && !$res->{complete} ? ' cut' : '')
                      . ($spec->{id} == 6 ? ' (50 MiB)' : '') }++;
-
-            # allowed while the service is away: 502/503/504, or a body
-            # cut short with the connection closed; never a wrong body
-            my $why = good_response($spec->{id}, $res);
-            return unless $why;
-
-            my $ok = $o{allowed}->($res);
-            push @bad, sprintf('t=%.1f %s: %s', $spec->{t}, $spec->{path}, $why)
-                unless $ok;
+            push @done, [$spec, $res];
         },
         tick => sub {
             if (!$ctl_done && waitpid($ctl_pid, WNOHANG) == $ctl_pid) {
@@ -1332,9 +1380,53 @@ sub service_restart {
         },
     );
 
+    # the faults: [begin, end + grace]
+    my (@windows, $begin);
+    if (open my $fh, '<', $events) {
+        while (<$fh>) {
+            $begin = $1 if /^begin (\S+)/;
+            push @windows, [$begin, $1 + $grace] if /^end (\S+)/ && defined $begin;
+        }
+        close $fh;
+    }
+    my $last_end = @windows ? $windows[-1][1] : $t0;
+
+    my $n_after = 0;
+
+    for my $d (@done) {
+        my ($spec, $res) = @$d;
+        my ($from, $to) = ($spec->{t}, $spec->{t} + $res->{time});
+        my $why = good_response($spec->{id}, $res);
+        my $in_fault = grep { $from <= $_->[1] && $to >= $_->[0] } @windows;
+
+        $n_after++ if $from > $last_end;
+        next unless $why;
+
+        my $at = sprintf 't=%.2f-%.2f %s: %s', $from - $t0, $to - $t0,
+                         $spec->{path}, $why;
+
+        if (!$in_fault) {
+            push @outside, $at;
+        } elsif (!$o{allowed}->($res)) {
+            push @bad, $at;
+        }
+        push @after, $at if $from > $last_end;
+    }
+
     note(sprintf "%s: %.1f s of load: %s", $name, time - $t0, summary_of(\%status));
-    ok(!@bad, "$name: while it was away, only 502/503/504 or a body cut short with the connection closed; never a wrong body",
+    note(map { sprintf "%s: away from t=%.2f to t=%.2f (+%g s grace)", $name,
+                       $_->[0] - $t0, $_->[1] - $grace - $t0, $grace } @windows);
+
+    ok(@windows == $o{faults}, "$name: $o{faults} faults marked",
+       scalar(@windows) . " marked");
+    ok(!@bad, "$name: while it was away, only $o{errors}; never a wrong body",
        scalar(@bad) . ' bad', @bad[0 .. ($#bad > 9 ? 9 : $#bad)]);
+    ok(!@outside, "$name: no error while it was there (outside the faults "
+                  . "and the $grace s after each)",
+       scalar(@outside) . ' errors', @outside[0 .. ($#outside > 9 ? 9 : $#outside)]);
+    ok(!@after && $n_after >= 100,
+       "$name: all $n_after requests after the last fault + $grace s succeed",
+       @after[0 .. ($#after > 9 ? 9 : $#after)]);
 
     my @errs = grep { /\[error\]/ } log_since($mark);
     note("$name: " . scalar(@errs) . " [error] lines, e.g. "
@@ -1349,21 +1441,19 @@ sub scenario_pg_restart {
     $kill .= q{ -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'nginx-replay'" >/dev/null};
 
     # stopped (fast shutdown: every connection closed mid-query), started;
-    # then its connections killed under the pool ten times
+    # then its connections killed under the pool ten times; then restarted
     service_restart('PostgreSQL restart',
-        "set -e; sleep 2; $ctl stop; sleep 3; $ctl start; sleep 1; "
-        . "for i in 1 2 3 4 5 6 7 8 9 10; do $kill; sleep 0.3; done; "
-        . "$ctl restart",
+        "set -e; sleep 2; fault_begin; $ctl stop; sleep 3; $ctl start; fault_end; "
+        . "sleep 3; for i in 1 2 3 4 5 6 7 8 9 10; do fault_begin; $kill; "
+        . "fault_end; sleep 0.3; done; sleep 3; fault_begin; $ctl restart; fault_end",
         what => 'pgctl stop, start; pg_terminate_backend() x 10; pgctl restart',
+        faults => 12,
+        grace => 2,
+        errors => '503 or 504',
         allowed => sub {
             my ($res) = @_;
             return !$res->{error} && ($res->{status} == 503 || $res->{status} == 504);
         });
-
-    my $n = pg_backends();
-    ok($n <= $WORKERS * $POOL,
-       "PostgreSQL restart: $n connections from nginx, at most workers x pool ("
-       . $WORKERS * $POOL . ")");
 }
 
 # PostgreSQL stopped: the ids replay_key_cache holds are still served,
@@ -1430,9 +1520,12 @@ sub scenario_s3_restart {
 
     # stopped (TERM), started; then killed (KILL), started
     service_restart('S3 restart',
-        "set -e; sleep 2; $ctl stop; sleep 2; $ctl start; sleep 2; "
-        . "kill -KILL \$(cat $pidf); sleep 2; $ctl start",
+        "set -e; sleep 2; fault_begin; $ctl stop; sleep 2; $ctl start; fault_end; "
+        . "sleep 3; fault_begin; kill -KILL \$(cat $pidf); sleep 2; $ctl start; fault_end",
         what => 's3ctl stop, start; kill -KILL, s3ctl start',
+        faults => 2,
+        grace => 1,
+        errors => '502 or a body cut short with the connection closed',
         big => 1,
         allowed => sub {
             my ($res) = @_;
@@ -1843,6 +1936,16 @@ for my $s (@run) {
 }
 
 cleanup();
+
+# the log nginx wrote while it stopped, and all before
+{
+    my @bad = grep { /\[(alert|crit|emerg)\]|exited on signal|left in connection|Assertion/ }
+              log_since(0);
+    ok(!@bad, "shutdown: nginx stopped on QUIT within 10 s, and its error log "
+              . "holds no [alert], [crit], [emerg], crash or open socket left",
+       @bad[0 .. ($#bad > 9 ? 9 : $#bad)]);
+    ok(!$killed, "shutdown: nginx did not have to be killed");
+}
 
 printf "1..%d\n", $ntest;
 printf "# %d passed, %d failed (%.0f s)\n", $passed, $failed, time - $t_start;
