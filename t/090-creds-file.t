@@ -67,7 +67,7 @@ sub first {
 
 # env: a pair of its own, expiring; then the suite's keys back
 sub env_expiring {
-    my $p = AwsCreds::mint(12 * $AwsCreds::SLOW);
+    my $p = $pair{E} = AwsCreds::mint(12 * $AwsCreds::SLOW);
     $expires = time + 12 * $AwsCreds::SLOW;
     $ENV{AWS_ACCESS_KEY_ID_SAVED} = $ENV{AWS_ACCESS_KEY_ID};
     $ENV{AWS_SECRET_ACCESS_KEY_SAVED} = $ENV{AWS_SECRET_ACCESS_KEY};
@@ -125,6 +125,13 @@ sub t3_check {
     clean(3);
 }
 
+# "--- s3_requests": S3 saw a GET signed with each pair named, in turn
+sub s3_gets {
+    my @names = @_;
+    return AwsCreds::s3_gets(sub { map { $pair{$_}{AccessKeyId} } @names },
+                             0 .. $#names);
+}
+
 no_shuffle();
 run_tests();
 
@@ -147,6 +154,9 @@ $TEST_NGINX_AGENT_FILE
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+main::s3_gets(qw(A B))
+
 
 
 
@@ -167,6 +177,9 @@ $TEST_NGINX_AGENT_FILE
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+main::s3_gets(qw(A))
+
 
 
 
@@ -186,6 +199,11 @@ $TEST_NGINX_AGENT_FILE
 [200, 200, 200]
 --- no_error_log
 mintSECRET
+--- s3_requests eval
+main::s3_gets(qw(A A D))
+--- error_log_at_end eval
+qr/\[error\] .*replay: refreshing AWS credentials from file \(nginx.conf:\d+\) failed: credentials file ".*agent\.creds", line 3: "name = value" expected; those held do not expire, next try in 1s$/
+
 
 
 
@@ -215,6 +233,11 @@ $TEST_NGINX_AGENT_FILE
 ["", "Retry-After: [1-9][0-9]*", ""]
 --- no_error_log
 mintSECRET
+--- s3_requests eval
+main::s3_gets(qw(A F))
+--- error_log_at_end eval
+qr/\[error\] .*replay: no AWS credentials to sign with: those from file \(nginx.conf:\d+\) are no longer valid \(they expire at \S+Z\), and none newer came, client: /
+
 
 
 
@@ -246,6 +269,11 @@ bad.creds", line 3: the expiration is not a time like 2024-01-31T12:00:00Z
 [200, 503]
 --- no_error_log
 mintSECRET
+--- s3_requests eval
+main::s3_gets(qw(E))
+--- error_log_at_end eval
+qr/\[error\] .*replay: no AWS credentials to sign with: those from env \(nginx.conf:\d+\) are no longer valid \(they expire at \S+Z\), and none newer came, client: /
+
 
 
 

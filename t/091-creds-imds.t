@@ -43,6 +43,9 @@ __DATA__
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('imds', 0, 0)
+
 
 
 
@@ -66,6 +69,9 @@ mintSECRET
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('imds', 0)
+
 
 
 
@@ -88,6 +94,9 @@ AwsCreds::refreshed('imds', 3, undef, undef, undef, sub {
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('imds', 0, 1)
+
 
 
 
@@ -109,6 +118,11 @@ AwsCreds::refresh_fails('imds', 4, qr/\[error\] .*replay: refreshing AWS credent
  qr/"valid":true,.*"refreshes":2,"failures":3,"consecutive_failures":0,"refused":0,"last_error":"the role's credentials: HTTP 500"/]
 --- no_error_log
 mintSECRET
+--- s3_requests eval
+AwsCreds::s3_gets('imds', 0, 0, 1)
+--- error_log_at_end eval
+qr/\[error\] .*replay: refreshing AWS credentials from imds \(nginx.conf:\d+\) failed: the role's credentials: HTTP 500; those held expire at \S+Z, next try in 1s$/
+
 
 
 
@@ -130,6 +144,12 @@ AwsCreds::expiry('imds', 5, { fail_all => 1 }, qr/\[error\] .*replay: no AWS cre
  qr/replay_credentials_valid\{[^}]+\} 0\n.*replay_credentials_refused_requests_total\{[^}]+\} 1\n/s]
 --- no_error_log
 mintSECRET
+--- s3_requests eval
+AwsCreds::s3_gets('imds', 0)
+--- error_log_at_end eval
+[qr/\[error\] .*replay: refreshing AWS credentials from imds \(nginx.conf:\d+\) failed: the role's credentials: HTTP 500; those held expire at \S+Z, next try in 1s$/,
+ qr/\[error\] .*replay: no AWS credentials to sign with: those from imds \(nginx.conf:\d+\) are no longer valid \(they expire at \S+Z\), [1-9] refreshes failed in a row, the last: the role's credentials: HTTP 500, client: /]
+
 
 
 
@@ -152,6 +172,12 @@ mintSECRET
 ["Retry-After: [1-9][0-9]*", ""]
 --- no_error_log
 mintSECRET
+--- s3_requests eval
+AwsCreds::s3_gets('imds', 0)
+--- error_log_at_end eval
+[qr/\[error\] .*replay: no AWS credentials to sign with yet from imds \(nginx.conf:\d+\), client: /,
+ qr/\[error\] .*replay: refreshing AWS credentials from imds \(nginx.conf:\d+\) failed: the role's credentials: 127\.0\.0\.1:\d+ timed out \(110: Connection timed out\); there are none yet, next try in 1s$/]
+
 
 
 
@@ -169,6 +195,10 @@ GET /s3
 --- error_code: 503
 --- no_error_log
 trying IMDSv1
+--- error_log_at_end eval
+[qr/\[error\] .*replay: refreshing AWS credentials from imds \(nginx.conf:\d+\) failed: the session token \(PUT \/latest\/api\/token\): HTTP 404; there are none yet, next try in 1s$/,
+ qr/\[error\] .*replay: no AWS credentials to sign with yet from imds \(nginx.conf:\d+\), the last try failed: the session token \(PUT \/latest\/api\/token\): HTTP 404, client: /]
+
 
 
 
@@ -191,3 +221,6 @@ trying IMDSv1
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('imds', 0)
+

@@ -70,6 +70,9 @@ mintAUTH-pod-identity-one
 mintSECRET
 mintAUTH
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('container', 0)
+
 
 
 
@@ -92,6 +95,9 @@ mintAUTH-pod-identity-one
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('container', 0, 1)
+
 
 
 
@@ -115,6 +121,9 @@ main::agent({ path => '/v2/credentials/task', token => 'mintAUTH-static' },
 mintSECRET
 mintAUTH
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('container', 0)
+
 
 
 
@@ -134,6 +143,11 @@ AwsCreds::refresh_fails('container', 4, qr/\[error\] .*replay: refreshing AWS cr
 [200, 200, 200, 200]
 --- no_error_log
 mintSECRET
+--- s3_requests eval
+AwsCreds::s3_gets('container', 0, 0, 1)
+--- error_log_at_end eval
+qr/\[error\] .*replay: refreshing AWS credentials from container \(nginx.conf:\d+\) failed: HTTP 500, InternalError; those held expire at \S+Z, next try in 1s$/
+
 
 
 
@@ -155,6 +169,12 @@ mintAUTH-pod-identity-one
 ["", "", "Retry-After: [1-9][0-9]*"]
 --- no_error_log
 mintSECRET
+--- s3_requests eval
+AwsCreds::s3_gets('container', 0)
+--- error_log_at_end eval
+[qr/\[error\] .*replay: refreshing AWS credentials from container \(nginx.conf:\d+\) failed: HTTP 403, AccessDenied; those held expire at \S+Z, next try in 1s$/,
+ qr/\[error\] .*replay: no AWS credentials to sign with: those from container \(nginx.conf:\d+\) are no longer valid \(they expire at \S+Z\), [1-9] refreshes failed in a row, the last: HTTP 403, AccessDenied, client: /]
+
 
 
 

@@ -96,6 +96,9 @@ eyJhbGciOiJSUzI1NiJ9.mintJWT-one.c2lnbmF0dXJl
 mintSECRET
 mintJWT
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('sts', 0)
+
 
 
 
@@ -118,6 +121,9 @@ eyJhbGciOiJSUzI1NiJ9.mintJWT-one.c2lnbmF0dXJl
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('sts', 0, 1)
+
 
 
 
@@ -137,6 +143,11 @@ eyJhbGciOiJSUzI1NiJ9.mintJWT-one.c2lnbmF0dXJl
 [200, 200, 200, 200]
 --- no_error_log
 mintSECRET
+--- s3_requests eval
+AwsCreds::s3_gets('sts', 0, 0, 1)
+--- error_log_at_end eval
+qr/\[error\] .*replay: refreshing AWS credentials from web_identity \(nginx.conf:\d+\) failed: HTTP 500, InternalFailure; those held expire at \S+Z, next try in 1s$/
+
 
 
 
@@ -158,6 +169,12 @@ eyJhbGciOiJSUzI1NiJ9.mintJWT-one.c2lnbmF0dXJl
 ["", "", "Retry-After: [1-9][0-9]*"]
 --- no_error_log
 mintSECRET
+--- s3_requests eval
+AwsCreds::s3_gets('sts', 0)
+--- error_log_at_end eval
+[qr/\[error\] .*replay: refreshing AWS credentials from web_identity \(nginx.conf:\d+\) failed: HTTP 400, ExpiredTokenException; those held expire at \S+Z, next try in 1s$/,
+ qr/\[error\] .*replay: no AWS credentials to sign with: those from web_identity \(nginx.conf:\d+\) are no longer valid \(they expire at \S+Z\), [1-9] refreshes failed in a row, the last: HTTP 400, ExpiredTokenException, client: /]
+
 
 
 
@@ -181,6 +198,10 @@ GET /s3
 --- error_code: 503
 --- no_error_log
 mintJWT
+--- error_log_at_end eval
+[qr/\[error\] .*replay: refreshing AWS credentials from web_identity \(nginx.conf:\d+\) failed: the certificate of localhost:\d+ is not trusted \(2[01]: unable to (verify the first|get local issuer) certificate\); there are none yet, next try in 1s$/,
+ qr/\[error\] .*replay: no AWS credentials to sign with yet from web_identity \(nginx.conf:\d+\)(, the last try failed: .*)?, client: /]
+
 
 
 
@@ -200,6 +221,10 @@ GET /s3
 --- error_code: 503
 --- no_error_log
 mintJWT
+--- error_log_at_end eval
+[qr/\[error\] .*replay: refreshing AWS credentials from web_identity \(nginx.conf:\d+\) failed: the certificate of localhost:\d+ is not trusted \(2[01]: unable to (verify the first|get local issuer) certificate\); there are none yet, next try in 1s$/,
+ qr/\[error\] .*replay: no AWS credentials to sign with yet from web_identity \(nginx.conf:\d+\)(, the last try failed: .*)?, client: /]
+
 
 
 
@@ -235,6 +260,9 @@ eyJhbGciOiJSUzI1NiJ9.mintJWT-one.c2lnbmF0dXJl
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('sts', 0)
+
 
 
 
@@ -265,6 +293,10 @@ GET /s3
 --- error_code: 503
 --- no_error_log
 mintJWT
+--- error_log_at_end eval
+[qr/\[error\] .*replay: refreshing AWS credentials from web_identity \(nginx.conf:\d+\) failed: the certificate of sts.wrong.test:\d+ is not for "sts.wrong.test"; there are none yet, next try in 1s$/,
+ qr/\[error\] .*replay: no AWS credentials to sign with yet from web_identity \(nginx.conf:\d+\)(, the last try failed: .*)?, client: /]
+
 
 
 
@@ -311,6 +343,11 @@ eyJhbGciOiJSUzI1NiJ9.mintJWT-one.c2lnbmF0dXJl
 --- request
 GET /s3
 --- error_code: 503
+--- error_log_at_end eval
+[qr/\[error\] .*connect\(\) to 127\.0\.0\.1:443 failed .* while fetching AWS credentials \(web_identity\) from https:\/\/sts.zz-test-9.amazonaws.com/,
+ qr/\[error\] .*replay: refreshing AWS credentials from web_identity \(nginx.conf:\d+\) failed: could not connect to sts.zz-test-9.amazonaws.com; there are none yet, next try in 1s$/,
+ qr/\[error\] .*replay: no AWS credentials to sign with yet from web_identity \(nginx.conf:\d+\)(, the last try failed: .*)?, client: /]
+
 
 
 
@@ -341,6 +378,9 @@ eyJhbGciOiJSUzI1NiJ9.mintJWT-one.c2lnbmF0dXJl
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('sts', 0)
+
 
 
 

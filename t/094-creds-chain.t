@@ -93,6 +93,10 @@ eyJhbGciOiJSUzI1NiJ9.mintJWT-chain.c2ln
  qr/\Abucket=replays key=games\/1\/replay\.bin\n\z/]
 --- no_error_log
 [error]
+--- s3_requests
+# the suite's own key pair, from AWS_ACCESS_KEY_ID
+GET /replays/games/1/replay.bin signed
+
 
 
 
@@ -117,6 +121,9 @@ eyJhbGciOiJSUzI1NiJ9.mintJWT-chain.c2ln
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('sts', 0)
+
 
 
 
@@ -134,6 +141,9 @@ main::env(qw(container imds))
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('container', 0)
+
 
 
 
@@ -151,6 +161,9 @@ main::env(qw(imds))
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+AwsCreds::s3_gets('imds', 0)
+
 
 
 
@@ -190,6 +203,10 @@ main::env(qw(keys))
 --- response_body_like eval
 [qr/^bucket=replays key=games\/1/, qr/^bucket=replays key=games\/2/,
  qr/\n# TYPE replay_credentials_valid gauge\nreplay_credentials_valid\{source="env",config="nginx.conf:\d+"\} 1\n#/]
+--- s3_requests
+GET /replays/games/1/replay.bin signed
+GET /replays/games/2/replay.bin signed
+
 
 
 

@@ -15,6 +15,8 @@ workers(2);
 
 AwsCreds::init();
 
+our @t1_s3;
+
 # credentials living ttl_rotation(), refreshed after half of it, while
 # requests come to both workers for 9 s (27 s under valgrind)
 sub t1_load {
@@ -42,6 +44,15 @@ sub t1_load {
         $done{$cur} = 1 if defined $cur;
         $cur = $k;
     }
+    Test::More::is(scalar @k, scalar @status,
+                   'TEST 1: each request went to S3 once');
+
+    # what S3 must have seen: each request signed with a key pair that
+    # IMDS handed out (one of another kind stays unmatched)
+    my %handed = map { ($_ => 1) } AwsCreds::handed_out('imds');
+    @t1_s3 = map { 'GET /replays/games/1/replay.bin signed key='
+                   . ($handed{$_} ? $_ : '(one IMDS handed out)') } @k;
+
     Test::More::ok(!$back, 'TEST 1: the workers signed with one '
                    . 'set at a time (' . scalar(keys %done) . ' '
                    . 'replaced)');
@@ -82,3 +93,5 @@ sub { AwsCreds::control('imds', reset => 1, ttl => AwsCreds::ttl_rotation()) }
 --- no_error_log
 mintSECRET
 [error]
+--- s3_requests eval
+sub { @main::t1_s3 }

@@ -215,6 +215,31 @@ sub requests {
     return @{ $JSON->decode(_curl($name, "$SVC{$name}{url}/_control/requests")) };
 }
 
+# the access key ids the service handed out since its last reset, oldest
+# first
+sub handed_out {
+    my ($name) = @_;
+
+    return @{ $JSON->decode(_curl($name, "$SVC{$name}{url}/_control/minted")) };
+}
+
+# For "--- s3_requests eval": a GET of the blocks' object for each index
+# of @idx, signed with the key pair the service $from handed out that
+# index-th (0 is the first) since its reset, or ($from a sub) with the
+# index-th access key id $from->() gives.  Read when the block is over.
+sub s3_gets {
+    my ($from, @idx) = @_;
+
+    return sub {
+        my @ids = ref $from eq 'CODE' ? $from->() : handed_out($from);
+
+        return map {
+            "GET /replays/games/1/replay.bin signed key="
+            . ($ids[$_] // "(none handed out as #$_)")
+        } @idx;
+    };
+}
+
 # a key pair straight from the S3 server: AccessKeyId, SecretAccessKey,
 # SessionToken, Expiration
 sub mint {

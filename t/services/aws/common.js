@@ -65,6 +65,7 @@ class Service {
     }
     this.state = { ...this.defaults }
     this.requests = []
+    this.minted = [] // the access key ids handed out, oldest first
     this.hanging = []
     this.logStream = this.opts.log ? fs.createWriteStream(this.opts.log, { flags: 'a' }) : null
   }
@@ -75,7 +76,9 @@ class Service {
       method: 'POST',
     })
     if (res.status !== 200) throw new Error(`minting: HTTP ${res.status}`)
-    return res.json()
+    const c = await res.json()
+    this.minted.push(c.AccessKeyId)
+    return c
   }
 
   // whether this credential request is to fail (or hang) by the state
@@ -121,6 +124,9 @@ class Service {
     if (req.method === 'GET' && req.url === '/_control/requests') {
       return this.send(res, 200, 'application/json', JSON.stringify(this.requests))
     }
+    if (req.method === 'GET' && req.url === '/_control/minted') {
+      return this.send(res, 200, 'application/json', JSON.stringify(this.minted))
+    }
     if (req.method === 'GET') {
       return this.send(res, 200, 'application/json', JSON.stringify(this.state))
     }
@@ -133,6 +139,7 @@ class Service {
     if (change.reset) {
       this.state = { ...this.defaults }
       this.requests = []
+      this.minted = []
       for (const r of this.hanging.splice(0)) r.destroy()
       delete change.reset
     }
