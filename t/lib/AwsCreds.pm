@@ -38,7 +38,7 @@ my (%SVC, @KIDS);
 my $JSON = JSON::PP->new->canonical;
 
 # the markers of the secrets the suite's services hand out (server.js)
-our @SECRET_MARKERS = ('mintSECRET', 'mintTOKEN');
+our @SECRET_MARKERS = ('mintSECRET', 'mintTOKEN', 'mintIMDS');
 
 # start(KIND [, name => NAME]): its URL, also in $ENV{TEST_NGINX_<NAME>_URL}
 # and _PORT
@@ -402,7 +402,7 @@ sub no_secrets_in_logs {
         close $fh;
 
         for my $e (@entries) {
-            for my $m ('mintSECRET', 'mintTOKEN', @more) {
+            for my $m (@SECRET_MARKERS, @more) {
                 push @found, "$f: $m in: " . substr($e, 0, 200)
                     if index($e, $m) >= 0;
             }

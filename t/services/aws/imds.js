@@ -58,7 +58,8 @@ svc.listen(async (req, res, body) => {
     if (!/^[0-9]+$/.test(ttl || '') || Number(ttl) < 1 || Number(ttl) > svc.state.token_ttl_max) {
       return error(res, 400)
     }
-    const token = 'AQAEA' + crypto.randomBytes(39).toString('base64').replace(/=+$/, '') + '=='
+    // "mintIMDS" in it, so that the tests can look for it in every log
+    const token = 'AQAEAmintIMDS' + crypto.randomBytes(36).toString('base64').replace(/=+$/, '') + '=='
     tokens.set(token, Date.now() + Number(ttl) * 1000)
     return plain(res, 200, token, { 'X-aws-ec2-metadata-token-ttl-seconds': ttl })
   }
