@@ -54,7 +54,7 @@ $(MODULE): $(NGX_BUILD)/objs/Makefile $(SOURCES)
 	mv -f $@.tmp $@
 
 # signer unit tests: no nginx needed
-$(BUILD)/sigv4_test: t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
+$(BUILD)/sigv4_test: t/unit/sigv4_test.c t/unit/tap.h ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
 	@mkdir -p $(BUILD)
 	$(CC) $(UNIT_CFLAGS) -o $@ t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_sigv4.c $(UNIT_LIBS)
 
@@ -65,7 +65,7 @@ $(BUILD)/sigv4_driver: t/unit/sigv4_driver.c ngx_replay_module/ngx_http_replay_s
 sigv4-driver: $(BUILD)/sigv4_driver
 
 # the credential services' answer readers: no nginx needed either
-$(BUILD)/creds_parse_test: t/unit/creds_parse_test.c ngx_replay_module/ngx_http_replay_creds_parse.c ngx_replay_module/ngx_http_replay_creds_parse.h
+$(BUILD)/creds_parse_test: t/unit/creds_parse_test.c t/unit/tap.h ngx_replay_module/ngx_http_replay_creds_parse.c ngx_replay_module/ngx_http_replay_creds_parse.h
 	@mkdir -p $(BUILD)
 	$(CC) $(UNIT_CFLAGS) -o $@ t/unit/creds_parse_test.c ngx_replay_module/ngx_http_replay_creds_parse.c
 
@@ -146,7 +146,7 @@ asan-module:
 	$(MAKE) BUILD=$(ASAN_BUILD) EXTRA_CC_OPT="$(ASAN_CFLAGS)" \
 	    EXTRA_LD_OPT="$(ASAN_LDFLAGS)" module
 
-$(ASAN_BUILD)/sigv4_test: t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
+$(ASAN_BUILD)/sigv4_test: t/unit/sigv4_test.c t/unit/tap.h ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
 	@mkdir -p $(ASAN_BUILD)
 	$(CC) $(UNIT_CFLAGS) $(ASAN_CFLAGS) -fno-sanitize-recover=all -o $@ t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_sigv4.c $(UNIT_LIBS)
 

@@ -16,22 +16,10 @@
 
 #include "ngx_http_replay_creds_parse.h"
 
+#include "tap.h"
 
-static int                        tests, failures;
+
 static ngx_replay_creds_parsed_t  out;
-
-
-static void
-check(int ok, const char *name)
-{
-    tests++;
-
-    if (!ok) {
-        failures++;
-    }
-
-    printf("%sok %d - %s\n", ok ? "" : "not ", tests, name);
-}
 
 
 static int
