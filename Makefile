@@ -54,7 +54,7 @@ $(MODULE): $(NGX_BUILD)/objs/Makefile $(SOURCES)
 	mv -f $@.tmp $@
 
 # signer unit tests: no nginx needed
-$(BUILD)/sigv4_test: t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
+$(BUILD)/sigv4_test: t/unit/sigv4_test.c t/unit/tap.h ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
 	@mkdir -p $(BUILD)
 	$(CC) $(UNIT_CFLAGS) -o $@ t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_sigv4.c $(UNIT_LIBS)
 
@@ -64,18 +64,27 @@ $(BUILD)/sigv4_driver: t/unit/sigv4_driver.c ngx_replay_module/ngx_http_replay_s
 
 sigv4-driver: $(BUILD)/sigv4_driver
 
-unit: $(BUILD)/sigv4_test $(BUILD)/sigv4_driver fuzz-replay
+# the credential services' answer readers: no nginx needed either
+$(BUILD)/creds_parse_test: t/unit/creds_parse_test.c t/unit/tap.h ngx_replay_module/ngx_http_replay_creds_parse.c ngx_replay_module/ngx_http_replay_creds_parse.h
+	@mkdir -p $(BUILD)
+	$(CC) $(UNIT_CFLAGS) -o $@ t/unit/creds_parse_test.c ngx_replay_module/ngx_http_replay_creds_parse.c
+
+unit: $(BUILD)/sigv4_test $(BUILD)/sigv4_driver $(BUILD)/creds_parse_test fuzz-replay
 	$(BUILD)/sigv4_test
+	$(BUILD)/creds_parse_test
 	sh t/unit/driver_test.sh $(BUILD)/sigv4_driver
 
 # The fuzz targets' seed corpora and the inputs that once crashed them
 # (t/fuzz/regressions/TARGET/), replayed without libFuzzer by the plain cc.
-FUZZ_TARGETS := uri_encode sign creds
+FUZZ_TARGETS := uri_encode sign creds aws
 FUZZ_REPLAY  := $(FUZZ_TARGETS:%=$(BUILD)/fuzz-replay/%)
+FUZZ_SRCS    := ngx_replay_module/ngx_http_replay_sigv4.c \
+                ngx_replay_module/ngx_http_replay_creds_parse.c
+FUZZ_DEPS    := $(FUZZ_SRCS) $(FUZZ_SRCS:.c=.h)
 
-$(BUILD)/fuzz-replay/%: t/fuzz/%.c t/fuzz/replay.c t/fuzz/fuzz.h ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
+$(BUILD)/fuzz-replay/%: t/fuzz/%.c t/fuzz/replay.c t/fuzz/fuzz.h $(FUZZ_DEPS)
 	@mkdir -p $(BUILD)/fuzz-replay
-	$(CC) $(UNIT_CFLAGS) -It/fuzz -o $@ $< t/fuzz/replay.c ngx_replay_module/ngx_http_replay_sigv4.c $(UNIT_LIBS)
+	$(CC) $(UNIT_CFLAGS) -It/fuzz -o $@ $< t/fuzz/replay.c $(FUZZ_SRCS) $(UNIT_LIBS)
 
 fuzz-replay: $(FUZZ_REPLAY)
 	@for t in $(FUZZ_TARGETS); do \
@@ -137,7 +146,7 @@ asan-module:
 	$(MAKE) BUILD=$(ASAN_BUILD) EXTRA_CC_OPT="$(ASAN_CFLAGS)" \
 	    EXTRA_LD_OPT="$(ASAN_LDFLAGS)" module
 
-$(ASAN_BUILD)/sigv4_test: t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
+$(ASAN_BUILD)/sigv4_test: t/unit/sigv4_test.c t/unit/tap.h ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
 	@mkdir -p $(ASAN_BUILD)
 	$(CC) $(UNIT_CFLAGS) $(ASAN_CFLAGS) -fno-sanitize-recover=all -o $@ t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_sigv4.c $(UNIT_LIBS)
 
@@ -158,9 +167,9 @@ FUZZ_CC      ?= clang
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=undefined $(WARN) -Ingx_replay_module -It/fuzz
 
-$(BUILD)/fuzz/%: t/fuzz/%.c t/fuzz/fuzz.h ngx_replay_module/ngx_http_replay_sigv4.c ngx_replay_module/ngx_http_replay_sigv4.h
+$(BUILD)/fuzz/%: t/fuzz/%.c t/fuzz/fuzz.h $(FUZZ_DEPS)
 	@mkdir -p $(BUILD)/fuzz
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< ngx_replay_module/ngx_http_replay_sigv4.c $(UNIT_LIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRCS) $(UNIT_LIBS)
 
 fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 

@@ -72,7 +72,7 @@ typedef struct {
     ngx_str_t                       bucket;
     ngx_str_t                       region;
     ngx_uint_t                      addressing;
-    ngx_replay_sigv4_creds_t       *creds;
+    struct ngx_http_replay_creds_s *creds;           /* ..._creds.c */
     ngx_http_complex_value_t       *key;
 
     /* the PostgreSQL lookup (ngx_http_replay_db_conf.c), NULL if none */
@@ -128,6 +128,8 @@ struct ngx_http_replay_ctx_s {
     ngx_str_t                       key;
     ngx_str_t                       uri;             /* path sent to S3 */
     ngx_str_t                       authorization;
+    ngx_str_t                       security_token;  /* signed with */
+    time_t                          retry_after;     /* of a 503; 0: 1 s */
     u_char                          amz_date[NGX_REPLAY_SIGV4_DATE_LEN];
 
     /* optional columns 2 and 3 of the lookup's row */

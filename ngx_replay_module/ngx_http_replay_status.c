@@ -16,6 +16,7 @@
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_memory.h"
 #include "ngx_http_replay_util.h"
+#include "ngx_http_replay_creds.h"
 
 
 #define NGX_HTTP_REPLAY_STATUS_ZONE_PAGES  8
@@ -66,8 +67,6 @@ static u_char *ngx_http_replay_status_json(u_char *p,
     ngx_http_replay_main_conf_t *rmcf);
 static u_char *ngx_http_replay_status_locations(u_char *p,
     ngx_http_replay_main_conf_t *rmcf, ngx_uint_t json);
-static u_char *ngx_http_replay_status_escape(u_char *p, ngx_str_t *name,
-    ngx_uint_t json);
 static ngx_uint_t ngx_http_replay_status_outcome(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 static u_char *ngx_http_replay_print_ms(u_char *p, uint64_t usec);
@@ -742,7 +741,8 @@ ngx_http_replay_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    size = ngx_http_replay_status_size(rmcf);
+    size = ngx_http_replay_status_size(rmcf)
+           + ngx_http_replay_creds_status_size();
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -755,6 +755,7 @@ ngx_http_replay_status_handler(ngx_http_request_t *r)
 
     } else {
         b->last = ngx_http_replay_status_prometheus(b->last, rmcf);
+        b->last = ngx_http_replay_creds_prometheus(b->last);
         ngx_str_set(&r->headers_out.content_type,
                     "text/plain; version=0.0.4; charset=utf-8");
     }
@@ -943,9 +944,14 @@ ngx_http_replay_status_json(u_char *p, ngx_http_replay_main_conf_t *rmcf)
 
     sum = st[NGX_HTTP_REPLAY_ST_S3_TTFB_SUM];
 
-    p = ngx_sprintf(p, "},\"sum\":%uA.%06uA,\"count\":%uA}}\n",
+    p = ngx_sprintf(p, "},\"sum\":%uA.%06uA,\"count\":%uA}",
                     sum / 1000000, sum % 1000000,
                     st[NGX_HTTP_REPLAY_ST_S3_TTFB_COUNT]);
+
+    p = ngx_http_replay_creds_json(p);
+
+    *p++ = '}';
+    *p++ = '\n';
 
     return p;
 }
@@ -989,7 +995,7 @@ ngx_http_replay_status_locations(u_char *p, ngx_http_replay_main_conf_t *rmcf,
 
             if (json) {
                 p = ngx_sprintf(p, "%s\"", i ? "," : "");
-                p = ngx_http_replay_status_escape(p, &loc[i]->name, 1);
+                p = ngx_http_replay_escape_label(p, &loc[i]->name, 1);
                 *p++ = '"';
                 *p++ = ':';
             }
@@ -1009,7 +1015,7 @@ ngx_http_replay_status_locations(u_char *p, ngx_http_replay_main_conf_t *rmcf,
 
                     p = ngx_sprintf(p, "%V{location=\"",
                                     &ngx_http_replay_loc_names[j]);
-                    p = ngx_http_replay_status_escape(p, &loc[i]->name, 0);
+                    p = ngx_http_replay_escape_label(p, &loc[i]->name, 0);
                     p = ngx_sprintf(p, "\",kind=\"%s\"} %uA\n",
                                     ngx_http_replay_mem_kinds[k], slots[k]);
                 }
@@ -1030,7 +1036,7 @@ ngx_http_replay_status_locations(u_char *p, ngx_http_replay_main_conf_t *rmcf,
             }
 
             p = ngx_sprintf(p, "%V{location=\"", &ngx_http_replay_loc_names[j]);
-            p = ngx_http_replay_status_escape(p, &loc[i]->name, 0);
+            p = ngx_http_replay_escape_label(p, &loc[i]->name, 0);
             p = ngx_sprintf(p, "\"} %uA\n", slots[k]);
         }
 
@@ -1038,45 +1044,6 @@ ngx_http_replay_status_locations(u_char *p, ngx_http_replay_main_conf_t *rmcf,
             *p++ = '}';
             *p++ = ',';
         }
-    }
-
-    return p;
-}
-
-
-/*
- * A location's name as a Prometheus label value (\\, \" and a line feed
- * escaped) or a JSON string (and control bytes as \u00XX): at most 6
- * bytes a byte.
- */
-
-static u_char *
-ngx_http_replay_status_escape(u_char *p, ngx_str_t *name, ngx_uint_t json)
-{
-    u_char  *s, *last;
-
-    last = name->data + name->len;
-
-    for (s = name->data; s < last; s++) {
-
-        if (*s == '"' || *s == '\\') {
-            *p++ = '\\';
-            *p++ = *s;
-            continue;
-        }
-
-        if (*s == '\n') {
-            *p++ = '\\';
-            *p++ = 'n';
-            continue;
-        }
-
-        if (json && (*s < 0x20 || *s == 0x7f)) {
-            p = ngx_sprintf(p, "\\u%04xd", (int) *s);
-            continue;
-        }
-
-        *p++ = *s;
     }
 
     return p;

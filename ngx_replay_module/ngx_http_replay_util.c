@@ -119,3 +119,36 @@ ngx_http_replay_log_request(ngx_http_request_t *r, char *action)
 
     r->connection->log->action = action;
 }
+
+
+u_char *
+ngx_http_replay_escape_label(u_char *p, ngx_str_t *s, ngx_uint_t json)
+{
+    u_char  *c, *last;
+
+    last = s->data + s->len;
+
+    for (c = s->data; c < last; c++) {
+
+        if (*c == '"' || *c == '\\') {
+            *p++ = '\\';
+            *p++ = *c;
+            continue;
+        }
+
+        if (*c == '\n') {
+            *p++ = '\\';
+            *p++ = 'n';
+            continue;
+        }
+
+        if (json && (*c < 0x20 || *c == 0x7f)) {
+            p = ngx_sprintf(p, "\\u%04xd", (int) *c);
+            continue;
+        }
+
+        *p++ = *c;
+    }
+
+    return p;
+}
