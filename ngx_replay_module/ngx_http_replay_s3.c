@@ -148,7 +148,7 @@ ngx_http_replay_s3_variable(ngx_http_request_t *r,
  * when the proxy module first asks for them, as it builds the request to
  * S3, so that the method signed is the one sent (GET for a HEAD that
  * proxy_cache turns into one) and a request served from the cache is not
- * signed at all.
+ * signed at all.  Once signed, they keep what was sent, for the log.
  */
 
 static ngx_int_t
@@ -159,15 +159,23 @@ ngx_http_replay_s3_signed_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
 
-    if (ctx == NULL || ctx->uri.len == 0
-        || ctx->phase != NGX_HTTP_REPLAY_PROXY)
-    {
+    if (ctx == NULL || ctx->uri.len == 0) {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    if (!ctx->signed_request && ngx_http_replay_s3_sign(r, ctx) != NGX_OK) {
-        return NGX_ERROR;
+    if (ctx->authorization.len == 0) {
+
+        /* a presigned URL has no header to show */
+
+        if (ctx->phase != NGX_HTTP_REPLAY_PROXY || ctx->signed_request) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        if (ngx_http_replay_s3_sign(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
 
     if (data == offsetof(ngx_http_replay_ctx_t, amz_date)) {
