@@ -463,6 +463,9 @@ ngx_http_replay_add_header(ngx_http_request_t *r, char *key, u_char *value,
         return NULL;
     }
 
+    /* h->next (nginx 1.23+) and h->lowcase_key: NULL */
+    ngx_memzero(h, sizeof(ngx_table_elt_t));
+
     h->hash = 1;
     h->key.data = (u_char *) key;
     h->key.len = ngx_strlen(key);

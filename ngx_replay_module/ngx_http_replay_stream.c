@@ -641,29 +641,12 @@ ngx_http_replay_send_error(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 static void
 ngx_http_replay_clear_headers(ngx_http_request_t *r)
 {
-    r->headers_out.status_line.len = 0;
+    ngx_uint_t  status;
 
-    r->headers_out.headers.part.nelts = 0;
-    r->headers_out.headers.part.next = NULL;
-    r->headers_out.headers.last = &r->headers_out.headers.part;
-
-    r->headers_out.content_type.len = 0;
-    r->headers_out.content_type_len = 0;
-    r->headers_out.content_type_lowcase = NULL;
-    r->headers_out.charset.len = 0;
-    r->headers_out.content_length = NULL;
-    r->headers_out.content_range = NULL;
-    r->headers_out.last_modified = NULL;
-    r->headers_out.last_modified_time = -1;
-    r->headers_out.etag = NULL;
-    r->headers_out.date = NULL;
-    r->headers_out.server = NULL;
-    r->headers_out.location = NULL;
-    r->headers_out.accept_ranges = NULL;
-    r->headers_out.expires = NULL;
-    r->headers_out.cache_control.nelts = 0;
-    r->headers_out.link.nelts = 0;
-    r->headers_out.content_encoding = NULL;
+    /* nginx's own reset knows every header field of its version */
+    status = r->headers_out.status;
+    ngx_http_clean_header(r);
+    r->headers_out.status = status;
 }
 
 
