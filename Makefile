@@ -1,9 +1,15 @@
-# ngx_replay_module: build, test and demo.
+# ngx_replay_module: build, test and demo.  Each target installs what it
+# needs first (t/services/deps), then builds.
 #
 #   make            build build/ngx_http_replay_module.so
 #   make test       build, start PostgreSQL and S3 in a temp dir, run t/
 #   make demo       build, start everything in demo/run/, print the URLs
 #   make demo-stop  stop the demo
+#   make test-matrix  the suite against Debian 12's, 13's and sid's nginx,
+#                   PostgreSQL, OpenSSL and libpq, in chroots (t/chroot/)
+#   make deb        libnginx-mod-http-replay .debs for Debian 12 and 13
+#   make test-deb   install each .deb in a clean chroot and serve a replay
+#   make test-fresh make test and make demo in a fresh Debian 12 chroot
 #   make test-reliability  faults and load against a master/worker nginx
 #   make test-asan  the suite with the module built with ASan + UBSan
 #   make fuzz       the libFuzzer targets of t/fuzz/, FUZZ_SECONDS each
@@ -23,13 +29,19 @@ UNIT_CFLAGS  := -O1 -g $(WARN) -Ingx_replay_module
 UNIT_LIBS    := -lcrypto
 
 .PHONY: all module unit sigv4-driver test test-valgrind prove deps \
-        demo demo-stop clean test-reliability asan-module test-asan \
-        test-reliability-asan fuzz fuzz-build fuzz-replay reliability-deps \
-        bench
+        build-deps demo demo-stop clean test-reliability asan-module \
+        test-asan test-reliability-asan fuzz fuzz-build fuzz-replay \
+        reliability-deps bench test-matrix deb test-deb test-fresh
 
 all: module
 
-module: $(MODULE)
+module: build-deps
+	$(MAKE) $(MODULE)
+
+# what building needs (nginx-dev, libpq-dev, libssl-dev, a compiler), on
+# Debian; elsewhere NGINX_SRC must be there already
+build-deps:
+	@if [ -r /etc/debian_version ]; then bash t/services/deps --build; fi
 
 # nginx's configure is run once, in a copy of Debian's nginx-dev tree, with
 # the flags Debian built /usr/sbin/nginx with, so that the .so is
@@ -62,7 +74,8 @@ $(BUILD)/sigv4_driver: t/unit/sigv4_driver.c ngx_replay_module/ngx_http_replay_s
 
 sigv4-driver: $(BUILD)/sigv4_driver
 
-unit: $(BUILD)/sigv4_test $(BUILD)/sigv4_driver fuzz-replay
+unit: build-deps
+	$(MAKE) $(BUILD)/sigv4_test $(BUILD)/sigv4_driver fuzz-replay
 	$(BUILD)/sigv4_test
 	sh t/unit/driver_test.sh $(BUILD)/sigv4_driver
 
@@ -88,10 +101,14 @@ deps:
 
 # The suite: real PostgreSQL and a signature-checking S3 server are started
 # in a temp dir for the run and stopped after it, whatever the outcome.
-test: module unit
+# What it needs is installed first, then the module is built (a sub-make:
+# with -j too, nothing is built before the packages are there).
+test: deps
+	$(MAKE) module unit
 	bash t/services/run-suite $(TEST_FILES)
 
-test-valgrind: module unit
+test-valgrind: deps
+	$(MAKE) module unit
 	TEST_NGINX_USE_VALGRIND=1 bash t/services/run-suite $(TEST_FILES)
 
 # What these need beyond `make deps` (clang, libFuzzer, the sanitizer
@@ -103,7 +120,8 @@ reliability-deps: deps
 # killed under load, a stalling origin, 1,000 aborted downloads, reloads,
 # 20,000 mixed requests, bad input (t/reliability/run; about 2 minutes).
 # SCENARIOS="mix pg" runs some only.
-test-reliability: reliability-deps module
+test-reliability: reliability-deps
+	$(MAKE) module
 	REL_MODULE=$(MODULE) bash t/reliability/run $(SCENARIOS)
 
 # The module built with AddressSanitizer and UndefinedBehaviorSanitizer in
@@ -121,12 +139,14 @@ $(ASAN_BUILD)/sigv4_test: t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_
 	@mkdir -p $(ASAN_BUILD)
 	$(CC) $(UNIT_CFLAGS) $(ASAN_CFLAGS) -fno-sanitize-recover=all -o $@ t/unit/sigv4_test.c ngx_replay_module/ngx_http_replay_sigv4.c $(UNIT_LIBS)
 
-test-asan: reliability-deps asan-module unit $(ASAN_BUILD)/sigv4_test
+test-asan: reliability-deps
+	$(MAKE) asan-module unit $(ASAN_BUILD)/sigv4_test
 	ASAN_OPTIONS=detect_leaks=1 $(ASAN_BUILD)/sigv4_test
 	bash t/asan/run $(ASAN_BUILD)/ngx_http_replay_module.so $(TEST_FILES)
 
 # the reliability scenarios with the ASan module (RSS checks loosened)
-test-reliability-asan: reliability-deps asan-module
+test-reliability-asan: reliability-deps
+	$(MAKE) asan-module
 	REL_ASAN=1 REL_MODULE=$(ASAN_BUILD)/ngx_http_replay_module.so \
 	    bash t/reliability/run $(SCENARIOS)
 
@@ -144,14 +164,43 @@ $(BUILD)/fuzz/%: t/fuzz/%.c t/fuzz/fuzz.h ngx_replay_module/ngx_http_replay_sigv
 
 fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 
-fuzz: reliability-deps fuzz-build asan-module
+fuzz: reliability-deps
+	$(MAKE) fuzz-build asan-module
 	bash t/fuzz/run $(FUZZ_SECONDS) $(BUILD)/fuzz $(ASAN_BUILD)/ngx_http_replay_module.so
 
 # The benchmark (about 10 minutes, root): it builds what it needs itself.
 bench: module
 	bash bench/run
 
-demo: module
+# The whole suite in Debian chroots (t/chroot/matrix): 12's nginx 1.22 /
+# PostgreSQL 15, 13's 1.26 / 17, sid's 1.30 / 18, each with its OpenSSL,
+# libpq and node.  The chroots are kept in REPLAY_CHROOT_CACHE (default
+# /var/cache/ngx-replay-chroot) and reused.  MATRIX="trixie" runs one.
+MATRIX ?= bookworm trixie sid
+
+test-matrix:
+	bash t/chroot/matrix $(MATRIX)
+
+# libnginx-mod-http-replay for Debian 12 and 13, built with debhelper and
+# nginx-dev's dh_nginx in a chroot of each (build/deb/SUITE/*.deb); then
+# each installed with apt into a clean chroot, nginx -t, and one replay
+# served by it from the real services (t/chroot/deb).
+DEB_SUITES ?= bookworm trixie
+
+deb:
+	bash t/chroot/deb build $(DEB_SUITES)
+
+test-deb: deb
+	bash t/chroot/deb test $(DEB_SUITES)
+
+# The README's `make test` and `make demo` from a clean clone of HEAD in a
+# fresh Debian 12 chroot, with Debian's node 18 and with this host's node
+# (t/chroot/fresh).
+test-fresh:
+	bash t/chroot/fresh $(FRESH_NODES)
+
+demo: deps
+	$(MAKE) module
 	bash demo/demo start
 
 demo-stop:
