@@ -22,6 +22,7 @@
 #include "ngx_http_replay_cache.h"
 #include "ngx_http_replay_db.h"
 #include "ngx_http_replay_status.h"
+#include "ngx_http_replay_util.h"
 
 
 typedef struct {

@@ -22,6 +22,7 @@
 #include "ngx_http_replay_stream.h"
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_cache.h"
+#include "ngx_http_replay_util.h"
 
 #include <ngx_md5.h>
 #include <libpq-fe.h>
@@ -83,6 +84,9 @@ typedef struct ngx_http_replay_db_conn_s  ngx_http_replay_db_conn_t;
 
 typedef struct {
     ngx_http_request_t           *request;
+    ngx_http_replay_ctx_t        *ctx;
+    ngx_http_replay_lookup_handler_pt  handler;
+    void                         *data;
     ngx_http_replay_db_query_t   *query;
     ngx_http_replay_db_conn_t    *conn;         /* serving it, if any */
     ngx_queue_t                   queue;        /* in db->waiting */
@@ -191,14 +195,15 @@ static const char  *ngx_http_replay_db_param_errors[] = {
 
 
 ngx_int_t
-ngx_http_replay_db_lookup(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+ngx_http_replay_lookup_start(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_http_replay_lookup_handler_pt handler, void *data)
 {
     u_char                      *p;
     size_t                       len;
     ngx_int_t                    rc;
     ngx_str_t                   *v;
     ngx_uint_t                   i;
-    ngx_pool_cleanup_t          *cln;
+    ngx_http_cleanup_t          *cln;
     ngx_http_replay_db_req_t    *req;
     ngx_http_replay_db_query_t  *q;
     ngx_http_replay_loc_conf_t  *rlcf;
@@ -226,7 +231,10 @@ ngx_http_replay_db_lookup(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     v = (ngx_str_t *) (req->values + q->nparams);
 
     req->request = r;
+    req->ctx = ctx;
     req->query = q;
+    req->handler = handler;
+    req->data = data;
     ctx->db = req;
 
     /* bad values are answered here, the database never sees them */
@@ -295,7 +303,8 @@ ngx_http_replay_db_lookup(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
         }
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
+    /* nginx runs it when the request is terminated or freed */
+    cln = ngx_http_cleanup_add(r, 0);
     if (cln == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -321,9 +330,6 @@ ngx_http_replay_db_lookup(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     if (req->done) {
         return req->rc;
     }
-
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_request_empty_handler;
 
     return NGX_AGAIN;
 }
@@ -1043,7 +1049,7 @@ ngx_http_replay_db_row(ngx_http_replay_db_conn_t *pgc, PGresult *res)
     ngx_http_replay_ctx_t  *ctx;
 
     r = pgc->req->request;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+    ctx = pgc->req->ctx;
 
     if (pgc->status != NGX_OK) {
         return;
@@ -1537,7 +1543,8 @@ ngx_http_replay_db_finish(ngx_http_replay_db_req_t *req, ngx_int_t rc)
         return;
     }
 
-    ngx_http_replay_lookup_done(req->request, rc);
+    /* the last thing done: the handler may finalize the request */
+    req->handler(req->request, req->data, rc);
 }
 
 
@@ -1550,7 +1557,7 @@ ngx_http_replay_db_end(ngx_http_replay_db_req_t *req, ngx_int_t rc)
     ngx_http_replay_ctx_t  *ctx;
 
     r = req->request;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+    ctx = req->ctx;
 
     req->done = 1;
 
@@ -1569,12 +1576,23 @@ ngx_http_replay_db_end(ngx_http_replay_db_req_t *req, ngx_int_t rc)
     }
 
     if (ctx->outcome == 0) {
-        ctx->outcome = (rc == NGX_HTTP_NOT_FOUND) ? NGX_HTTP_REPLAY_NOT_FOUND
-                       : (rc == NGX_HTTP_BAD_REQUEST)
-                         ? NGX_HTTP_REPLAY_BAD_REQUEST
-                       : (rc == NGX_HTTP_GATEWAY_TIME_OUT)
-                         ? NGX_HTTP_REPLAY_TIMEOUT
-                       : NGX_HTTP_REPLAY_DB_ERROR;
+        switch (rc) {
+
+        case NGX_HTTP_NOT_FOUND:
+            ctx->outcome = NGX_HTTP_REPLAY_NOT_FOUND;
+            break;
+
+        case NGX_HTTP_BAD_REQUEST:
+            ctx->outcome = NGX_HTTP_REPLAY_BAD_REQUEST;
+            break;
+
+        case NGX_HTTP_GATEWAY_TIME_OUT:
+            ctx->outcome = NGX_HTTP_REPLAY_TIMEOUT;
+            break;
+
+        default:
+            ctx->outcome = NGX_HTTP_REPLAY_DB_ERROR;
+        }
     }
 
     /* $replay_key is not to show a row the lookup has refused */
@@ -1582,18 +1600,6 @@ ngx_http_replay_db_end(ngx_http_replay_db_req_t *req, ngx_int_t rc)
     ngx_str_null(&ctx->key);
     ngx_str_null(&ctx->content_type);
     ngx_str_null(&ctx->file_name);
-
-    if (rc != NGX_HTTP_SERVICE_UNAVAILABLE) {
-        return rc;
-    }
-
-    /* a busy or absent database: worth trying again shortly */
-
-    if (ngx_http_replay_add_header(r, "Retry-After", (u_char *) "1", 1)
-        == NULL)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
 
     return rc;
 }

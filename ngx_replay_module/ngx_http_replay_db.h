@@ -13,13 +13,25 @@
 #include "ngx_http_replay_module.h"
 
 
+typedef void (*ngx_http_replay_lookup_handler_pt)(ngx_http_request_t *r,
+    void *data, ngx_int_t rc);
+
 /*
- * Starts the lookup for r.  NGX_AGAIN: it runs, and ends with a call to
- * ngx_http_replay_lookup_done(); anything else is the HTTP status to
- * answer with at once (400 for bad input, 503 when the queue is full).
+ * Starts the lookup of the location's replay_key_query for r.
+ *   NGX_OK     answered at once (replay_key_cache): ctx->key,
+ *              ctx->content_type, ctx->file_name are set;
+ *   NGX_AGAIN  running: handler(r, data, rc) is called exactly once,
+ *              later, from an event handler, with NGX_OK (ctx->key...
+ *              set) or the HTTP status to answer with; never if the
+ *              request ends first (a cleanup of the request detaches the
+ *              lookup);
+ *   other      the HTTP status to answer with at once (400 for an empty,
+ *              too long or NUL value, 503 queue full, 500).
+ * The lookup touches neither r's event handlers nor its response headers.
  */
-ngx_int_t ngx_http_replay_db_lookup(ngx_http_request_t *r,
-    ngx_http_replay_ctx_t *ctx);
+ngx_int_t ngx_http_replay_lookup_start(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx, ngx_http_replay_lookup_handler_pt handler,
+    void *data);
 
 /*
  * Gives the request its row: copies of the key, the Content-Type and the

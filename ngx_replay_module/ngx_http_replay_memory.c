@@ -23,16 +23,19 @@
 #include "ngx_http_replay_stream.h"
 #include "ngx_http_replay_db.h"
 #include "ngx_http_replay_status.h"
+#include "ngx_http_replay_util.h"
 
 
+static void ngx_http_replay_mem_account_cleanup(void *data);
 static void ngx_http_replay_mem_take(ngx_http_replay_main_conf_t *rmcf,
-    ngx_http_replay_ctx_t *ctx, size_t size);
+    ngx_http_replay_account_t *acct, size_t size);
+static void ngx_http_replay_mem_give(ngx_http_replay_main_conf_t *rmcf,
+    ngx_http_replay_account_t *acct);
+static void ngx_http_replay_mem_work(ngx_http_replay_ctx_t *ctx);
 static void ngx_http_replay_mem_dequeue(ngx_http_replay_main_conf_t *rmcf,
     ngx_http_replay_ctx_t *ctx);
 static void ngx_http_replay_mem_wake(ngx_http_replay_main_conf_t *rmcf);
 static void ngx_http_replay_mem_wait_handler(ngx_event_t *ev);
-static ngx_int_t ngx_http_replay_mem_unavailable(ngx_http_request_t *r,
-    ngx_http_replay_ctx_t *ctx);
 static ngx_int_t ngx_http_replay_mem_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -116,19 +119,74 @@ ngx_http_replay_mem_row(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
 
     /* it has started: the budget lets it have what it needs */
 
-    if (ctx->reserved) {
+    if (ctx->working) {
         rmcf = ngx_http_get_module_main_conf(r, ngx_http_replay_module);
-        ngx_http_replay_mem_take(rmcf, ctx, size);
+        ngx_http_replay_mem_take(rmcf, ctx->account, size);
     }
 
     return NGX_OK;
 }
 
 
+/* the context's own count leaves the gauge; its reservation, if held */
+
+void
+ngx_http_replay_mem_done(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+{
+    ngx_http_replay_mem_release(r, ctx);
+
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_MEMORY,
+                         -(ngx_atomic_int_t) ctx->mem);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "replay: request memory: %uz bytes at peak, %uz at "
+                   "the end", ctx->mem_peak, ctx->mem);
+
+    ctx->mem = 0;
+}
+
+
+/*
+ * The budget is reserved once per main request, whatever internal
+ * redirects and subrequests it makes: the account hangs on the main
+ * request's pool, found again as realip finds its context, since a
+ * redirect clears every module's context.
+ */
+
+static ngx_http_replay_account_t *
+ngx_http_replay_mem_account(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_replay_account_t  *acct;
+
+    for (cln = r->main->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_replay_mem_account_cleanup) {
+            return cln->data;
+        }
+    }
+
+    cln = ngx_pool_cleanup_add(r->main->pool,
+                               sizeof(ngx_http_replay_account_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    acct = cln->data;
+    acct->reserved = 0;
+    acct->works = 0;
+
+    cln->handler = ngx_http_replay_mem_account_cleanup;
+
+    return acct;
+}
+
+
 ngx_int_t
-ngx_http_replay_mem_reserve(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+ngx_http_replay_mem_reserve(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_http_replay_done_pt handler)
 {
     size_t                        need;
+    ngx_http_replay_account_t    *acct;
     ngx_http_replay_loc_conf_t   *rlcf;
     ngx_http_replay_main_conf_t  *rmcf;
 
@@ -138,13 +196,35 @@ ngx_http_replay_mem_reserve(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
         return NGX_OK;
     }
 
+    acct = ngx_http_replay_mem_account(r);
+    if (acct == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
     need = rlcf->memory_need;
+
+    ctx->account = acct;
+
+    /*
+     * The request holds a reservation already (a redirect, a subrequest):
+     * it has started, so it gets what this location needs more, at once.
+     */
+
+    if (acct->reserved) {
+        if (need > acct->reserved) {
+            ngx_http_replay_mem_take(rmcf, acct, need - acct->reserved);
+        }
+
+        ngx_http_replay_mem_work(ctx);
+        return NGX_OK;
+    }
 
     /* first come, first served: behind others that wait, wait too */
 
     if (rmcf->nwaiting == 0 && rmcf->reserved + need <= rmcf->budget) {
-        ngx_http_replay_mem_take(rmcf, ctx, need);
+        ngx_http_replay_mem_take(rmcf, acct, need);
+        ngx_http_replay_mem_work(ctx);
         return NGX_OK;
     }
 
@@ -156,7 +236,9 @@ ngx_http_replay_mem_reserve(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 
         ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_BUDGET_FULL, 1);
 
-        return ngx_http_replay_mem_unavailable(r, ctx);
+        ctx->outcome = NGX_HTTP_REPLAY_BUDGET;
+
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -171,30 +253,37 @@ ngx_http_replay_mem_reserve(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_BUDGET_WAITS, 1);
     ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_BUDGET_WAITING, 1);
 
+    ctx->budget_handler = handler;
+
     ctx->wait.handler = ngx_http_replay_mem_wait_handler;
-    ctx->wait.data = r;
+    ctx->wait.data = ctx;
     ctx->wait.log = r->connection->log;
 
     ngx_add_timer(&ctx->wait, rmcf->budget_timeout);
-
-    /* a client that goes away while waiting is noticed */
-
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_request_empty_handler;
 
     return NGX_AGAIN;
 }
 
 
+/*
+ * The context is done with S3 (its body ended, it failed, it was
+ * redirected, or it is going away): the request's reservation goes back
+ * once no context of it works any more.
+ */
+
 void
 ngx_http_replay_mem_release(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 {
+    ngx_http_replay_account_t    *acct;
     ngx_http_replay_main_conf_t  *rmcf;
 
     rmcf = ngx_http_get_module_main_conf(r, ngx_http_replay_module);
 
     if (ctx->queued) {
         ngx_http_replay_mem_dequeue(rmcf, ctx);
+
+        /* the head of the queue may have been what held the others */
+        ngx_http_replay_mem_wake(rmcf);
     }
 
     if (ctx->wait.timer_set) {
@@ -205,35 +294,81 @@ ngx_http_replay_mem_release(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
         ngx_delete_posted_event(&ctx->wait);
     }
 
-    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_MEMORY,
-                         -(ngx_atomic_int_t) ctx->mem);
-
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "replay: request memory: %uz bytes at peak, %uz at "
-                   "the end, %uz reserved",
-                   ctx->mem_peak, ctx->mem, ctx->reserved);
-
-    if (ctx->reserved == 0) {
+    if (!ctx->working) {
         return;
     }
 
-    rmcf->reserved -= ctx->reserved;
+    ctx->working = 0;
+
+    acct = ctx->account;
+
+    if (--acct->works) {
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "replay: %uz bytes of the memory budget released",
+                   acct->reserved);
+
+    ngx_http_replay_mem_give(rmcf, acct);
+}
+
+
+/* the main request is freed: whatever it still holds goes back */
+
+static void
+ngx_http_replay_mem_account_cleanup(void *data)
+{
+    ngx_http_replay_account_t *acct = data;
+
+    ngx_http_replay_main_conf_t  *rmcf;
+
+    if (acct->reserved == 0) {
+        return;
+    }
+
+    rmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_replay_module);
+
+    acct->works = 0;
+
+    ngx_http_replay_mem_give(rmcf, acct);
+}
+
+
+static void
+ngx_http_replay_mem_take(ngx_http_replay_main_conf_t *rmcf,
+    ngx_http_replay_account_t *acct, size_t size)
+{
+    acct->reserved += size;
+    rmcf->reserved += size;
+
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_RESERVED, size);
+}
+
+
+static void
+ngx_http_replay_mem_give(ngx_http_replay_main_conf_t *rmcf,
+    ngx_http_replay_account_t *acct)
+{
+    rmcf->reserved -= acct->reserved;
+
     ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_RESERVED,
-                         -(ngx_atomic_int_t) ctx->reserved);
-    ctx->reserved = 0;
+                         -(ngx_atomic_int_t) acct->reserved);
+
+    acct->reserved = 0;
 
     ngx_http_replay_mem_wake(rmcf);
 }
 
 
 static void
-ngx_http_replay_mem_take(ngx_http_replay_main_conf_t *rmcf,
-    ngx_http_replay_ctx_t *ctx, size_t size)
+ngx_http_replay_mem_work(ngx_http_replay_ctx_t *ctx)
 {
-    ctx->reserved += size;
-    rmcf->reserved += size;
-
-    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_RESERVED, size);
+    if (!ctx->working) {
+        ctx->working = 1;
+        ctx->account->works++;
+    }
 }
 
 
@@ -252,7 +387,7 @@ ngx_http_replay_mem_dequeue(ngx_http_replay_main_conf_t *rmcf,
 /*
  * Starts the waiting requests that the budget has room for, in their
  * order.  They go on from a posted event: the request that made room
- * is being freed.
+ * may be being freed.
  */
 
 static void
@@ -277,7 +412,8 @@ ngx_http_replay_mem_wake(ngx_http_replay_main_conf_t *rmcf)
         }
 
         ngx_http_replay_mem_dequeue(rmcf, ctx);
-        ngx_http_replay_mem_take(rmcf, ctx, need);
+        ngx_http_replay_mem_take(rmcf, ctx->account, need);
+        ngx_http_replay_mem_work(ctx);
 
         ngx_del_timer(&ctx->wait);
         ngx_post_event(&ctx->wait, &ngx_posted_events);
@@ -291,14 +427,12 @@ static void
 ngx_http_replay_mem_wait_handler(ngx_event_t *ev)
 {
     ngx_int_t                     rc;
-    ngx_connection_t             *c;
     ngx_http_request_t           *r;
     ngx_http_replay_ctx_t        *ctx;
     ngx_http_replay_main_conf_t  *rmcf;
 
-    r = ev->data;
-    c = r->connection;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+    ctx = ev->data;
+    r = ctx->request;
 
     if (ev->timedout) {
         ev->timedout = 0;
@@ -308,38 +442,25 @@ ngx_http_replay_mem_wait_handler(ngx_event_t *ev)
         ngx_http_replay_mem_dequeue(rmcf, ctx);
         ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_BUDGET_TIMEOUTS, 1);
 
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+        ngx_http_replay_log_request(r, NULL);
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "replay: no room in memory budget %uz within %M ms",
                       rmcf->budget, rmcf->budget_timeout);
 
-        rc = ngx_http_replay_mem_unavailable(r, ctx);
+        ctx->outcome = NGX_HTTP_REPLAY_BUDGET;
+
+        rc = NGX_HTTP_SERVICE_UNAVAILABLE;
 
     } else {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "replay: %uz bytes of the memory budget reserved",
-                       ctx->reserved);
+                       ctx->account->reserved);
 
-        rc = ngx_http_replay_start(r, ctx);
+        rc = NGX_OK;
     }
 
-    ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(c);
-}
-
-
-static ngx_int_t
-ngx_http_replay_mem_unavailable(ngx_http_request_t *r,
-    ngx_http_replay_ctx_t *ctx)
-{
-    ctx->outcome = NGX_HTTP_REPLAY_BUDGET;
-
-    if (ngx_http_replay_add_header(r, "Retry-After", (u_char *) "1", 1)
-        == NULL)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return NGX_HTTP_SERVICE_UNAVAILABLE;
+    ctx->budget_handler(r, ctx, rc);
 }
 
 
@@ -372,10 +493,6 @@ ngx_http_replay_mem_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
     text.data = buf;
     buffers = ngx_http_replay_stream_need(cf, rlcf, &text);
 
-    if (!rlcf->redirect) {
-        own += NGX_HTTP_REPLAY_S3_ERROR_HEAD;
-    }
-
     rlcf->memory_need = own + buffers;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
@@ -385,7 +502,7 @@ ngx_http_replay_mem_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
                            "a request of location \"%V\" may hold %uz "
                            "bytes, past replay_memory_limit %uz: %V%uz of "
                            "the module's own (context, key, S3 path, "
-                           "signature, error head, query parameters)",
+                           "signature, query parameters)",
                            &clcf->name, rlcf->memory_need,
                            rlcf->memory_limit, &text, own);
         return NGX_CONF_ERROR;

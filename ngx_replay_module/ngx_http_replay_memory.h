@@ -33,15 +33,23 @@ ngx_int_t ngx_http_replay_mem_row(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx, size_t size);
 
 /*
- * Reserves the request's most from the worker's budget.  NGX_OK; or
- * NGX_AGAIN: it waits, and ngx_http_replay_start() goes on once there is
- * room; or the status to answer with.
+ * Reserves the location's most from the worker's budget, once per main
+ * request.  NGX_OK; or NGX_AGAIN: it waits, and handler(r, ctx, rc) is
+ * called from an event once there is room (NGX_OK) or the wait timed out
+ * (503, logged); or the status to answer with at once (503, logged).
  */
 ngx_int_t ngx_http_replay_mem_reserve(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx, ngx_http_replay_done_pt handler);
+
+/*
+ * The context is done with S3: it leaves the queue, and the request's
+ * reservation goes back when no other context of it still works.
+ */
+void ngx_http_replay_mem_release(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 
-/* the request ends: its reservation goes back, waiting ones may start */
-void ngx_http_replay_mem_release(ngx_http_request_t *r,
+/* the context ends: release, and its count leaves the memory gauge */
+void ngx_http_replay_mem_done(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 
 /* a location's most per request, checked against limit and budget */

@@ -21,13 +21,27 @@
 #include "ngx_http_replay_memory.h"
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_cache.h"
+#include "ngx_http_replay_util.h"
 
 
 static ngx_int_t ngx_http_replay_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_replay_content_handler(ngx_http_request_t *r);
+static ngx_http_replay_ctx_t *ngx_http_replay_create_ctx(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_replay_check_request(ngx_http_request_t *r);
+static ngx_int_t ngx_http_replay_resolve_key(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx, ngx_http_replay_loc_conf_t *rlcf);
+static ngx_int_t ngx_http_replay_wait(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx);
+static void ngx_http_replay_lookup_done(ngx_http_request_t *r, void *data,
+    ngx_int_t rc);
+static void ngx_http_replay_step_done(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx, ngx_int_t rc);
+static ngx_int_t ngx_http_replay_end(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx, ngx_int_t rc);
 static void ngx_http_replay_cleanup(void *data);
 static ngx_int_t ngx_http_replay_check_key(ngx_http_request_t *r,
-    ngx_http_replay_ctx_t *ctx);
-static ngx_int_t ngx_http_replay_not_allowed(ngx_http_request_t *r);
+    ngx_http_replay_ctx_t *ctx, ngx_http_replay_loc_conf_t *rlcf);
 static ngx_int_t ngx_http_replay_check_headers(ngx_http_request_t *r);
 static ngx_int_t ngx_http_replay_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_replay_postconfiguration(ngx_conf_t *cf);
@@ -68,7 +82,7 @@ static ngx_conf_post_t  ngx_http_replay_expires_post =
 static ngx_command_t  ngx_http_replay_commands[] = {
 
     { ngx_string("replay_s3_endpoint"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_replay_s3_endpoint,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -221,24 +235,188 @@ ngx_module_t  ngx_http_replay_module = {
 };
 
 
+/*
+ * The request path: a precontent phase handler, entered again after each
+ * asynchronous step (the memory budget, the key lookup) as
+ * auth_request's access handler is, with ctx->phase saying where it is.
+ * Once the key is known and checked it declines, and the location's
+ * content handler, the proxy module's own, sends the request to S3; the
+ * signature is made when the proxy builds that request
+ * (ngx_http_replay_s3.c), and the filters (ngx_http_replay_stream.c) see
+ * S3's answer.
+ */
+
 static ngx_int_t
 ngx_http_replay_handler(ngx_http_request_t *r)
 {
-    ngx_int_t               rc;
-    ngx_pool_cleanup_t     *cln;
+    ngx_int_t                    rc;
+    ngx_http_replay_ctx_t       *ctx;
+    ngx_http_replay_loc_conf_t  *rlcf;
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    if (rlcf->endpoint.len == 0) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_http_replay_create_ctx(r);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (ctx->waiting) {
+        /* run again before its step is over: nothing to do yet */
+        return NGX_DONE;
+    }
+
+    switch (ctx->phase) {
+
+    case NGX_HTTP_REPLAY_START:
+
+        rc = ngx_http_replay_check_request(r);
+        if (rc != NGX_OK) {
+            return ngx_http_replay_end(r, ctx, rc);
+        }
+
+        r->connection->log->action = "waiting for the memory budget";
+
+        rc = ngx_http_replay_mem_reserve(r, ctx, ngx_http_replay_step_done);
+
+        if (rc == NGX_AGAIN) {
+            ctx->phase = NGX_HTTP_REPLAY_WAIT_BUDGET;
+            return ngx_http_replay_wait(r, ctx);
+        }
+
+        if (rc != NGX_OK) {
+            return ngx_http_replay_end(r, ctx, rc);
+        }
+
+        /* fall through */
+
+    case NGX_HTTP_REPLAY_WAIT_BUDGET:
+
+        if (ctx->rc != NGX_OK) {
+            return ngx_http_replay_end(r, ctx, ctx->rc);
+        }
+
+        rc = ngx_http_replay_resolve_key(r, ctx, rlcf);
+
+        if (rc == NGX_AGAIN) {
+            ctx->phase = NGX_HTTP_REPLAY_WAIT_LOOKUP;
+            return ngx_http_replay_wait(r, ctx);
+        }
+
+        ctx->rc = rc;
+
+        /* fall through */
+
+    case NGX_HTTP_REPLAY_WAIT_LOOKUP:
+
+        r->connection->log->action = NULL;
+
+        rc = ctx->rc;
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_replay_check_key(r, ctx, rlcf);
+        }
+
+        if (rc != NGX_OK) {
+            return ngx_http_replay_end(r, ctx, rc);
+        }
+
+        if (rlcf->redirect) {
+            return ngx_http_replay_end(r, ctx,
+                                       ngx_http_replay_s3_redirect(r, ctx));
+        }
+
+        if (ngx_http_replay_s3_prepare(r, ctx) != NGX_OK) {
+            return ngx_http_replay_end(r, ctx,
+                                       NGX_HTTP_INTERNAL_SERVER_ERROR);
+        }
+
+        /* the proxy module's content handler takes it from here */
+        ctx->phase = NGX_HTTP_REPLAY_PROXY;
+        ctx->proxy_handler = r->content_handler;
+        r->content_handler = ngx_http_replay_content_handler;
+
+        return NGX_DECLINED;
+
+    default:
+        return NGX_DECLINED;
+    }
+}
+
+
+/*
+ * The proxy's own content handler, with one difference: with a session
+ * token, the proxy module's debug lines would print it (they dump the
+ * request it builds, and every variable copied into it), so the
+ * connection's debug log is off while the request to S3 is built.
+ */
+
+static ngx_int_t
+ngx_http_replay_content_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                    rc;
+    ngx_uint_t                   level;
+    ngx_log_t                   *log;
+    ngx_http_replay_ctx_t       *ctx;
+    ngx_http_replay_loc_conf_t  *rlcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    if (ctx == NULL || ctx->proxy_handler == NULL) {
+        /* the phase handler set it: nothing else can get here */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "replay: content handler without a prepared request");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    log = r->connection->log;
+    level = log->log_level;
+
+    if ((level & NGX_LOG_DEBUG_ALL) && rlcf->creds
+        && rlcf->creds->session_token.len)
+    {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "replay: no debug log while the proxy builds the S3 "
+                       "request: it would hold the session token");
+
+        log->log_level &= ~NGX_LOG_DEBUG_ALL;
+    }
+
+    rc = ctx->proxy_handler(r);
+
+    log->log_level = level;
+
+    return rc;
+}
+
+
+static ngx_http_replay_ctx_t *
+ngx_http_replay_create_ctx(ngx_http_request_t *r)
+{
+    ngx_http_cleanup_t     *cln;
     ngx_http_replay_ctx_t  *ctx;
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_replay_ctx_t));
     if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
+    /* run when the request is terminated or freed, whichever first */
+    cln = ngx_http_cleanup_add(r, 0);
     if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     ctx->request = r;
+    ctx->rc = NGX_OK;
 
     cln->handler = ngx_http_replay_cleanup;
     cln->data = ctx;
@@ -251,64 +429,58 @@ ngx_http_replay_handler(ngx_http_request_t *r)
                                 "context")
         != NGX_OK)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
+
+    return ctx;
+}
+
+
+/*
+ * Only GET and HEAD reach S3, whatever limit_except lets through; what S3
+ * would refuse in a forwarded header is the client's error, not a 502.
+ */
+
+static ngx_int_t
+ngx_http_replay_check_request(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_http_replay_not_allowed(r);
+        if (ngx_http_replay_add_header(r, "Allow", (u_char *) "GET, HEAD", 9)
+            == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "replay: method %V not allowed", &r->method_name);
+
+        return NGX_HTTP_NOT_ALLOWED;
     }
 
-    /* what S3 would refuse is the client's error: 400, not S3's 502 */
     rc = ngx_http_replay_check_headers(r);
     if (rc != NGX_OK) {
         return rc;
     }
 
     /* a GET's body means nothing to S3; nginx's proxy then reads none */
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    rc = ngx_http_replay_mem_reserve(r, ctx);
-
-    if (rc == NGX_AGAIN) {
-        /* the budget calls ngx_http_replay_start() once it has room */
-        r->main->count++;
-        return NGX_DONE;
-    }
-
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    return ngx_http_replay_start(r, ctx);
+    return ngx_http_discard_request_body(r);
 }
 
 
-ngx_int_t
-ngx_http_replay_start(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+/* the key from replay_s3_key, or from the database: NGX_AGAIN waits */
+
+static ngx_int_t
+ngx_http_replay_resolve_key(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_http_replay_loc_conf_t *rlcf)
 {
-    ngx_int_t                    rc;
-    ngx_http_replay_loc_conf_t  *rlcf;
-
-    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
-
     if (rlcf->query) {
-        rc = ngx_http_replay_db_lookup(r, ctx);
+        r->connection->log->action = "looking up the replay key";
 
-        if (rc == NGX_AGAIN) {
-            /* ngx_http_replay_lookup_done() goes on from here */
-            r->main->count++;
-            return NGX_DONE;
-        }
-
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
-        /* answered at once, from replay_key_cache */
-        return ngx_http_replay_check_key(r, ctx);
+        return ngx_http_replay_lookup_start(r, ctx,
+                                            ngx_http_replay_lookup_done,
+                                            ctx);
     }
 
     if (ngx_http_complex_value(r, rlcf->key, &ctx->key) != NGX_OK) {
@@ -321,62 +493,120 @@ ngx_http_replay_start(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_replay_check_key(r, ctx);
+    return NGX_OK;
 }
 
 
-/* the request is over: its counters and its share of the budget */
+/*
+ * Waits for a step: the request is off the phases until the step's
+ * handler runs them again, and a client that closes (even with its
+ * request, before anything was read again) ends it at once.
+ */
+
+static ngx_int_t
+ngx_http_replay_wait(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+{
+    ctx->waiting = 1;
+
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    if (r == r->connection->data) {
+        ngx_http_test_reading(r);
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_replay_lookup_done(ngx_http_request_t *r, void *data, ngx_int_t rc)
+{
+    ngx_http_replay_step_done(r, data, rc);
+}
+
+
+/* a step is over: the phases go on from the module's handler */
+
+static void
+ngx_http_replay_step_done(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    ngx_http_replay_log_request(r, NULL);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "replay: step %d done: %i", ctx->phase, rc);
+
+    ctx->waiting = 0;
+    ctx->rc = rc;
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The context is done before S3 (an error, a redirect): what the phase
+ * handler returns to nginx, which answers with it (error_page included).
+ */
+
+static ngx_int_t
+ngx_http_replay_end(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_int_t rc)
+{
+    ctx->phase = NGX_HTTP_REPLAY_DONE;
+
+    if (rc > 0) {
+        ctx->status = rc;
+    }
+
+    ngx_http_replay_mem_release(r, ctx);
+
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        /* a busy database or budget: worth trying again shortly */
+        if (ngx_http_replay_add_header(r, "Retry-After", (u_char *) "1", 1)
+            == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    return rc;
+}
+
+
+/* the request ends: its counters, and what it holds of the budget */
 
 static void
 ngx_http_replay_cleanup(void *data)
 {
     ngx_http_replay_ctx_t *ctx = data;
 
-    ngx_http_replay_mem_release(ctx->request, ctx);
+    ngx_http_replay_mem_done(ctx->request, ctx);
     ngx_http_replay_status_done(ctx->request, ctx);
 }
 
 
-uint64_t
-ngx_http_replay_usec(void)
-{
-#if (NGX_HAVE_CLOCK_MONOTONIC)
-    struct timespec  ts;
-
-    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-#else
-    struct timeval   tv;
-
-    ngx_gettimeofday(&tv);
-
-    return (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
-#endif
-}
-
-
-void
-ngx_http_replay_lookup_done(ngx_http_request_t *r, ngx_int_t rc)
-{
-    ngx_connection_t       *c;
-    ngx_http_replay_ctx_t  *ctx;
-
-    c = r->connection;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
-
-    if (rc == NGX_OK) {
-        rc = ngx_http_replay_check_key(r, ctx);
-    }
-
-    ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(c);
-}
-
+/*
+ * S3 takes any key up to 1,024 bytes, but a server that normalises paths
+ * (some do, the suite's own among them) reads "a/../b" as "b", and ".."
+ * could then reach out of the bucket: such keys are nobody's replays.
+ */
 
 static ngx_int_t
-ngx_http_replay_check_key(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+ngx_http_replay_check_key(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_http_replay_loc_conf_t *rlcf)
 {
+    u_char  *p, *seg, *last;
+    u_char   text[NGX_HTTP_REPLAY_LOG_VALUE_LEN];
+
     if (ctx->key.len == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "replay: the object key is empty");
@@ -384,29 +614,46 @@ ngx_http_replay_check_key(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     }
 
     if (ctx->key.len > NGX_HTTP_REPLAY_MAX_KEY) {
+
+        /* from the database, the server's data is wrong, not the client */
+
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "replay: the object key is %uz bytes long, "
-                      "S3 allows %d", ctx->key.len, NGX_HTTP_REPLAY_MAX_KEY);
-        return NGX_HTTP_BAD_REQUEST;
+                      "replay: the object key %s is %uz bytes long, "
+                      "S3 allows %d",
+                      rlcf->query ? "from the database" : "of the request",
+                      ctx->key.len, NGX_HTTP_REPLAY_MAX_KEY);
+
+        return rlcf->query ? NGX_HTTP_INTERNAL_SERVER_ERROR
+                           : NGX_HTTP_BAD_REQUEST;
     }
 
-    return ngx_http_replay_s3_send(r, ctx);
-}
+    last = ctx->key.data + ctx->key.len;
+    seg = ctx->key.data;
 
+    for (p = seg; p <= last; p++) {
 
-static ngx_int_t
-ngx_http_replay_not_allowed(ngx_http_request_t *r)
-{
-    if (ngx_http_replay_add_header(r, "Allow", (u_char *) "GET, HEAD", 9)
-        == NULL)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        if (p < last && *p != '/') {
+            continue;
+        }
+
+        if (p - seg == 0
+            || (p - seg == 1 && seg[0] == '.')
+            || (p - seg == 2 && seg[0] == '.' && seg[1] == '.'))
+        {
+            p = ngx_http_replay_escape(text, sizeof(text), ctx->key.data,
+                                       ctx->key.len);
+
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "replay: the object key \"%*s\" has an empty, "
+                          "\".\" or \"..\" segment", p - text, text);
+
+            return NGX_HTTP_NOT_FOUND;
+        }
+
+        seg = p + 1;
     }
 
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "replay: method %V not allowed", &r->method_name);
-
-    return NGX_HTTP_NOT_ALLOWED;
+    return NGX_OK;
 }
 
 
@@ -452,53 +699,11 @@ ngx_http_replay_check_headers(ngx_http_request_t *r)
 }
 
 
-ngx_table_elt_t *
-ngx_http_replay_add_header(ngx_http_request_t *r, char *key, u_char *value,
-    size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NULL;
-    }
-
-    /* h->next (nginx 1.23+) and h->lowcase_key: NULL */
-    ngx_memzero(h, sizeof(ngx_table_elt_t));
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value.data = value;
-    h->value.len = len;
-
-    return h;
-}
-
-
-ngx_int_t
-ngx_http_replay_add_variables(ngx_conf_t *cf, ngx_http_variable_t *vars)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
-}
-
-
 static ngx_int_t
 ngx_http_replay_preconfiguration(ngx_conf_t *cf)
 {
     if (ngx_http_replay_s3_add_variables(cf) != NGX_OK
+        || ngx_http_replay_stream_add_variables(cf) != NGX_OK
         || ngx_http_replay_mem_add_variables(cf) != NGX_OK
         || ngx_http_replay_cache_add_variables(cf) != NGX_OK)
     {
@@ -512,6 +717,23 @@ ngx_http_replay_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_replay_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    /*
+     * Precontent: after rewrites, if, access and limit_except have had
+     * their say, before the content handler (the proxy's).  Added last,
+     * it runs before try_files and mirror in that phase.
+     */
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_replay_handler;
+
     return ngx_http_replay_stream_init_filters(cf);
 }
 
@@ -573,7 +795,6 @@ ngx_http_replay_create_loc_conf(ngx_conf_t *cf)
      *     conf->endpoint = { 0, NULL };
      *     conf->scheme = { 0, NULL };
      *     conf->endpoint_host = { 0, NULL };
-     *     conf->proxy_handler = NULL;
      *     conf->bucket = { 0, NULL };
      *     conf->region = { 0, NULL };
      *     conf->key = NULL;
@@ -605,6 +826,27 @@ ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_replay_loc_conf_t *prev = parent;
     ngx_http_replay_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t  *clcf;
+
+    /*
+     * "if" and "limit_except" blocks serve what their location serves,
+     * as the proxy module lets them inherit proxy_pass
+     */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->noname && conf->endpoint.len == 0 && prev->endpoint.len) {
+        conf->endpoint = prev->endpoint;
+        conf->scheme = prev->scheme;
+        conf->endpoint_host = prev->endpoint_host;
+        conf->peer = prev->peer;
+        conf->peer_name = prev->peer_name;
+
+        if (conf->key == NULL && conf->query == NULL) {
+            conf->key = prev->key;
+            conf->query = prev->query;
+        }
+    }
+
     ngx_conf_merge_str_value(conf->bucket, prev->bucket, "");
     ngx_conf_merge_str_value(conf->region, prev->region, "us-east-1");
     ngx_conf_merge_uint_value(conf->addressing, prev->addressing,
@@ -625,7 +867,8 @@ ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (ngx_http_replay_db_merge(cf, prev, conf) != NGX_CONF_OK
-        || ngx_http_replay_s3_merge(cf, conf) != NGX_CONF_OK)
+        || ngx_http_replay_s3_merge(cf, conf) != NGX_CONF_OK
+        || ngx_http_replay_stream_merge(cf, conf) != NGX_CONF_OK)
     {
         return NGX_CONF_ERROR;
     }
@@ -634,13 +877,20 @@ ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/*
+ * "replay_s3_endpoint URL [keepalive=N] [ssl_verify=on|off]
+ * [ssl_trusted_certificate=FILE]": the location's content handler becomes
+ * proxy_pass's, set up here.
+ */
+
 static char *
 ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_replay_loc_conf_t *rlcf = conf;
 
-    ngx_str_t                 *value;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_int_t                     n;
+    ngx_str_t                    *value, ca;
+    ngx_uint_t                    i, verify, keepalive;
 
     if (rlcf->endpoint.len) {
         return "is duplicate";
@@ -654,15 +904,61 @@ ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_replay_stream_wire_proxy(cf, rlcf) != NGX_CONF_OK) {
+    verify = 1;
+    keepalive = 32;
+    ngx_str_null(&ca);
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "keepalive=", 10) == 0) {
+            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
+
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            keepalive = n;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "ssl_verify=on") == 0) {
+            verify = 1;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "ssl_verify=off") == 0) {
+            verify = 0;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "ssl_trusted_certificate=", 24) == 0
+            && value[i].len > 24)
+        {
+            ca.data = value[i].data + 24;
+            ca.len = value[i].len - 24;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if ((!verify || ca.len) && rlcf->scheme.len != 5) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "replay_s3_endpoint \"%V\": ssl_verify and "
+                           "ssl_trusted_certificate are for https",
+                           &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    /* ours runs first, then hands the signed request to proxy_pass's */
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_replay_handler;
+    return ngx_http_replay_stream_wire_proxy(cf, rlcf, keepalive, verify,
+                                             &ca);
 
-    return NGX_CONF_OK;
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+
+    return NGX_CONF_ERROR;
 }
 
 

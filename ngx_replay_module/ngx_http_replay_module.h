@@ -4,8 +4,8 @@
  * variable, signed with AWS Signature V4 and streamed through nginx's own
  * proxy machinery.
  *
- * What the module's files share: the location configuration and the
- * per-request context.
+ * What the module's files share: the configuration and the per-request
+ * context.
  */
 
 
@@ -27,16 +27,41 @@
 #define NGX_HTTP_REPLAY_PATH_STYLE     0
 #define NGX_HTTP_REPLAY_VIRTUAL_STYLE  1
 
+/* how the proxy reaches the endpoint (ngx_http_replay_stream.c) */
+#define NGX_HTTP_REPLAY_PEER_ADDRESS   0     /* an IP address */
+#define NGX_HTTP_REPLAY_PEER_UPSTREAM  1     /* an upstream of that name */
+#define NGX_HTTP_REPLAY_PEER_RESOLVE   2     /* the resolver, at run time */
+
 /* S3's own limit on a key's length */
 #define NGX_HTTP_REPLAY_MAX_KEY        1024
 
 
+/* where a request of a replay location is: ctx->phase */
+typedef enum {
+    NGX_HTTP_REPLAY_START = 0,       /* not looked at yet */
+    NGX_HTTP_REPLAY_WAIT_BUDGET,     /* waits for the memory budget */
+    NGX_HTTP_REPLAY_WAIT_LOOKUP,     /* waits for the key lookup */
+    NGX_HTTP_REPLAY_PROXY,           /* with the proxy: S3's header to come */
+    NGX_HTTP_REPLAY_BODY,            /* S3's body goes to the client */
+    NGX_HTTP_REPLAY_DONE             /* answered, or the body has ended */
+} ngx_http_replay_phase_e;
+
+
+typedef struct ngx_http_replay_ctx_s  ngx_http_replay_ctx_t;
+
+/* an asynchronous step is over: rc is NGX_OK or the status to answer */
+typedef void (*ngx_http_replay_done_pt)(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx, ngx_int_t rc);
+
+
 typedef struct {
-    /* replay_s3_endpoint: set only in the locations that serve replays */
+    /* replay_s3_endpoint: set (or inherited by if and limit_except) only
+     * in the locations that serve replays */
     ngx_str_t                       endpoint;        /* as written */
     ngx_str_t                       scheme;          /* "http", "https" */
     ngx_str_t                       endpoint_host;   /* host[:port] */
-    ngx_http_handler_pt             proxy_handler;   /* proxy_pass's */
+    ngx_uint_t                      peer;
+    ngx_str_t                       peer_name;       /* $replay_s3_peer */
 
     ngx_str_t                       bucket;
     ngx_str_t                       region;
@@ -85,8 +110,20 @@ typedef struct {
 } ngx_http_replay_main_conf_t;
 
 
+/*
+ * What a main request holds of the memory budget, whatever internal
+ * redirects and subrequests it goes through (ngx_http_replay_memory.c);
+ * found again from any context of the request through its pool.
+ */
 typedef struct {
+    size_t                          reserved;
+    ngx_uint_t                      works;           /* contexts using it */
+} ngx_http_replay_account_t;
+
+
+struct ngx_http_replay_ctx_s {
     ngx_http_request_t             *request;
+    ngx_http_replay_phase_e         phase;
 
     ngx_str_t                       key;
     ngx_str_t                       uri;             /* path sent to S3 */
@@ -98,16 +135,16 @@ typedef struct {
     ngx_str_t                       file_name;
 
     void                           *db;              /* the lookup's state */
-
-    ngx_uint_t                      s3_status;       /* S3's, if an error */
-    ngx_buf_t                      *s3_error;        /* head of its body */
+    ngx_http_handler_pt             proxy_handler;   /* content's, saved */
+    ngx_int_t                       rc;              /* of the last wait */
 
     /* our memory the request holds (ngx_http_replay_memory.c) */
     size_t                          mem;
     size_t                          mem_peak;
-    size_t                          reserved;        /* of the budget */
+    ngx_http_replay_account_t      *account;
     ngx_queue_t                     queue;           /* waiting for it */
     ngx_event_t                     wait;
+    ngx_http_replay_done_pt         budget_handler;
 
     /* durations in microseconds, and when the S3 request went out */
     uint64_t                        db_time;
@@ -115,47 +152,23 @@ typedef struct {
     uint64_t                        s3_time;
     uint64_t                        s3_start;
 
+    ngx_uint_t                      status;          /* what it answered */
     ngx_uint_t                      outcome;         /* if known early */
     ngx_uint_t                      key_cache;       /* MISS, HIT, ... */
 
+    unsigned                        waiting:1;       /* a step is pending */
+    unsigned                        queued:1;        /* for the budget */
+    unsigned                        working:1;       /* counted in account */
     unsigned                        signed_request:1;
-    unsigned                        error:1;
-    unsigned                        error_done:1;
-    unsigned                        queued:1;
     unsigned                        db_timed:1;
     unsigned                        s3_timed:1;
     unsigned                        timing_sent:1;
-    unsigned                        streaming:1;     /* S3's body */
     unsigned                        last_sent:1;
-} ngx_http_replay_ctx_t;
+    unsigned                        settled:1;       /* counted as ended */
+};
 
 
 extern ngx_module_t  ngx_http_replay_module;
-
-
-/*
- * Resolves the key and hands the request on: what a content handler
- * returns.  The handler calls it, or the memory budget once it has room.
- */
-ngx_int_t ngx_http_replay_start(ngx_http_request_t *r,
-    ngx_http_replay_ctx_t *ctx);
-
-/*
- * Called by an asynchronous lookup when it ends: rc is NGX_OK with
- * ctx->key set, or the HTTP status to answer with.
- */
-void ngx_http_replay_lookup_done(ngx_http_request_t *r, ngx_int_t rc);
-
-/* a monotonic clock, in microseconds */
-uint64_t ngx_http_replay_usec(void);
-
-/* registers a ngx_http_null_variable-terminated list */
-ngx_int_t ngx_http_replay_add_variables(ngx_conf_t *cf,
-    ngx_http_variable_t *vars);
-
-/* adds a response header; the strings must outlive the request's header */
-ngx_table_elt_t *ngx_http_replay_add_header(ngx_http_request_t *r,
-    char *key, u_char *value, size_t len);
 
 
 #endif /* _NGX_HTTP_REPLAY_MODULE_H_INCLUDED_ */

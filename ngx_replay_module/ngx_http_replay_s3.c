@@ -6,6 +6,7 @@
 
 #include "ngx_http_replay_s3.h"
 #include "ngx_http_replay_memory.h"
+#include "ngx_http_replay_util.h"
 
 
 #define NGX_HTTP_REPLAY_CREDS_MAX_FILE  65536
@@ -13,15 +14,22 @@
 
 static ngx_int_t ngx_http_replay_s3_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_replay_s3_signed_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_replay_s3_header_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_replay_s3_sign(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx);
 static ngx_int_t ngx_http_replay_s3_token_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_replay_s3_sha256_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_replay_s3_host_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_replay_s3_redirect(ngx_http_request_t *r,
+static void ngx_http_replay_s3_request(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx, ngx_http_replay_loc_conf_t *rlcf,
-    ngx_replay_sigv4_request_t *req);
+    ngx_str_t *method, ngx_replay_sigv4_request_t *req,
+    ngx_replay_sigv4_header_t *headers);
 static size_t ngx_http_replay_s3_auth_size(ngx_http_replay_loc_conf_t *rlcf);
 static size_t ngx_http_replay_s3_url_size(ngx_http_replay_loc_conf_t *rlcf,
     size_t uri_len);
@@ -51,11 +59,11 @@ static ngx_http_variable_t  ngx_http_replay_s3_vars[] = {
       offsetof(ngx_http_replay_ctx_t, uri), NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("replay_s3_authorization"), NULL,
-      ngx_http_replay_s3_variable,
+      ngx_http_replay_s3_signed_variable,
       offsetof(ngx_http_replay_ctx_t, authorization),
       NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
 
-    { ngx_string("replay_s3_date"), NULL, ngx_http_replay_s3_variable,
+    { ngx_string("replay_s3_date"), NULL, ngx_http_replay_s3_signed_variable,
       offsetof(ngx_http_replay_ctx_t, amz_date), NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("replay_s3_host"), NULL, ngx_http_replay_s3_host_variable,
@@ -66,6 +74,34 @@ static ngx_http_variable_t  ngx_http_replay_s3_vars[] = {
 
     { ngx_string("replay_s3_security_token"), NULL,
       ngx_http_replay_s3_token_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    /* the client's headers that S3 sees, when the answer is not cached */
+
+    { ngx_string("replay_s3_range"), NULL, ngx_http_replay_s3_header_variable,
+      offsetof(ngx_http_headers_in_t, range), NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("replay_s3_if_range"), NULL,
+      ngx_http_replay_s3_header_variable,
+      offsetof(ngx_http_headers_in_t, if_range), NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("replay_s3_if_match"), NULL,
+      ngx_http_replay_s3_header_variable,
+      offsetof(ngx_http_headers_in_t, if_match), NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("replay_s3_if_none_match"), NULL,
+      ngx_http_replay_s3_header_variable,
+      offsetof(ngx_http_headers_in_t, if_none_match),
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("replay_s3_if_modified_since"), NULL,
+      ngx_http_replay_s3_header_variable,
+      offsetof(ngx_http_headers_in_t, if_modified_since),
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("replay_s3_if_unmodified_since"), NULL,
+      ngx_http_replay_s3_header_variable,
+      offsetof(ngx_http_headers_in_t, if_unmodified_since),
       NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
 
       ngx_http_null_variable
@@ -83,35 +119,23 @@ ngx_http_replay_s3_add_variables(ngx_conf_t *cf)
 }
 
 
-/*
- * Variables read from the request's context; but for $replay_key they are
- * empty ("not found") until the request has been signed.
- */
+/* $replay_key, $replay_s3_uri: strings of the request's context */
 
 static ngx_int_t
 ngx_http_replay_s3_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_str_t              *s, date;
+    ngx_str_t              *s;
     ngx_http_replay_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
 
-    if (ctx == NULL || (data != offsetof(ngx_http_replay_ctx_t, key)
-                        && !ctx->signed_request))
-    {
+    if (ctx == NULL) {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    if (data == offsetof(ngx_http_replay_ctx_t, amz_date)) {
-        date.data = ctx->amz_date;
-        date.len = NGX_REPLAY_SIGV4_DATE_LEN;
-        s = &date;
-
-    } else {
-        s = (ngx_str_t *) ((char *) ctx + data);
-    }
+    s = (ngx_str_t *) ((char *) ctx + data);
 
     if (s->data == NULL) {
         v->not_found = 1;
@@ -123,6 +147,79 @@ ngx_http_replay_s3_variable(ngx_http_request_t *r,
     v->no_cacheable = 1;
     v->not_found = 0;
     v->data = s->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * $replay_s3_authorization and $replay_s3_date: the request is signed
+ * when the proxy module first asks for them, as it builds the request to
+ * S3, so that the method signed is the one sent (GET for a HEAD that
+ * proxy_cache turns into one) and a request served from the cache is not
+ * signed at all.
+ */
+
+static ngx_int_t
+ngx_http_replay_s3_signed_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_replay_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
+
+    if (ctx == NULL || ctx->uri.len == 0
+        || ctx->phase != NGX_HTTP_REPLAY_PROXY)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (!ctx->signed_request && ngx_http_replay_s3_sign(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (data == offsetof(ngx_http_replay_ctx_t, amz_date)) {
+        v->data = ctx->amz_date;
+        v->len = NGX_REPLAY_SIGV4_DATE_LEN;
+
+    } else {
+        v->data = ctx->authorization.data;
+        v->len = ctx->authorization.len;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A client's Range or conditional header, for S3; none when the answer is
+ * to be cached: the cache keeps the whole object, and nginx answers
+ * ranges and conditions from it.
+ */
+
+static ngx_int_t
+ngx_http_replay_s3_header_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_table_elt_t  *h;
+
+    h = *(ngx_table_elt_t **) ((char *) &r->headers_in + data);
+
+    if (h == NULL || (r->upstream && r->upstream->cacheable)) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = h->value.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = h->value.data;
 
     return NGX_OK;
 }
@@ -336,16 +433,14 @@ ngx_http_replay_s3_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
 }
 
 
+/* the S3 path of ctx->key: the bucket's prefix, the key encoded once */
+
 ngx_int_t
-ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+ngx_http_replay_s3_prepare(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 {
-    u_char                      *p, *out;
-    size_t                       len, size;
-    uint64_t                     start;
-    ngx_uint_t                   n;
+    u_char                      *p;
+    size_t                       len;
     ngx_http_replay_loc_conf_t  *rlcf;
-    ngx_replay_sigv4_request_t   req;
-    ngx_replay_sigv4_header_t    headers[4];
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
 
@@ -354,7 +449,7 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     p = ngx_http_replay_mem_alloc(r, ctx, rlcf->path_prefix.len + len,
                                   "S3 path");
     if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     ctx->uri.data = p;
@@ -363,21 +458,35 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     p = ngx_cpymem(p, rlcf->path_prefix.data, rlcf->path_prefix.len);
     ngx_replay_sigv4_uri_encode(p, ctx->key.data, ctx->key.len, 1);
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "replay: s3 \"%V\" host \"%V\"", &ctx->uri, &rlcf->host);
+
+    return NGX_OK;
+}
+
+
+/* the request as the proxy sends it: host, date, payload hash, token */
+
+static void
+ngx_http_replay_s3_request(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_http_replay_loc_conf_t *rlcf, ngx_str_t *method,
+    ngx_replay_sigv4_request_t *req, ngx_replay_sigv4_header_t *headers)
+{
+    ngx_memzero(req, sizeof(ngx_replay_sigv4_request_t));
+
     ngx_replay_sigv4_format_date(ngx_time(), (char *) ctx->amz_date);
 
-    ngx_memzero(&req, sizeof(ngx_replay_sigv4_request_t));
-
-    req.method.data = r->method_name.data;
-    req.method.len = r->method_name.len;
-    req.path.data = ctx->uri.data;
-    req.path.len = ctx->uri.len;
-    ngx_memcpy(req.amz_date, ctx->amz_date, NGX_REPLAY_SIGV4_DATE_LEN);
-    req.headers = headers;
+    req->method.data = method->data;
+    req->method.len = method->len;
+    req->path.data = ctx->uri.data;
+    req->path.len = ctx->uri.len;
+    ngx_memcpy(req->amz_date, ctx->amz_date, NGX_REPLAY_SIGV4_DATE_LEN);
+    req->headers = headers;
 #if (NGX_DEBUG)
     /* the signer builds the debug texts only when they are asked for */
     if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
-        req.debug = ngx_http_replay_s3_debug;
-        req.debug_data = r->connection->log;
+        req->debug = ngx_http_replay_s3_debug;
+        req->debug_data = r->connection->log;
     }
 #endif
 
@@ -386,10 +495,33 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     headers[0].value.data = rlcf->host.data;
     headers[0].value.len = rlcf->host.len;
 
-    if (rlcf->redirect) {
-        req.nheaders = 1;
-        return ngx_http_replay_s3_redirect(r, ctx, rlcf, &req);
+    req->nheaders = 1;
+}
+
+
+static ngx_int_t
+ngx_http_replay_s3_sign(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
+{
+    u_char                      *out;
+    size_t                       len, size;
+    uint64_t                     start;
+    ngx_str_t                    method;
+    ngx_uint_t                   n;
+    ngx_http_replay_loc_conf_t  *rlcf;
+    ngx_replay_sigv4_request_t   req;
+    ngx_replay_sigv4_header_t    headers[4];
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    /* proxy_cache turns a HEAD into a GET (u->method); nothing else may */
+    if (r->upstream && r->upstream->method.len) {
+        method = r->upstream->method;
+
+    } else {
+        method = r->method_name;
     }
+
+    ngx_http_replay_s3_request(r, ctx, rlcf, &method, &req, headers);
 
     n = 1;
 
@@ -420,7 +552,7 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 
     out = ngx_http_replay_mem_alloc(r, ctx, size, "Authorization");
     if (out == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     start = ngx_http_replay_usec();
@@ -430,7 +562,7 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "replay: signing the S3 request failed");
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     ctx->s3_start = ngx_http_replay_usec();
@@ -440,11 +572,10 @@ ngx_http_replay_s3_send(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     ctx->authorization.len = len;
     ctx->signed_request = 1;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "replay: GET s3 \"%V\" host \"%V\"", &ctx->uri,
-                   &rlcf->host);
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "replay: signed %V for s3", &method);
 
-    return rlcf->proxy_handler(r);
+    return NGX_OK;
 }
 
 
@@ -500,14 +631,29 @@ ngx_http_replay_s3_url_size(ngx_http_replay_loc_conf_t *rlcf, size_t uri_len)
 }
 
 
-static ngx_int_t
-ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
-    ngx_http_replay_loc_conf_t *rlcf, ngx_replay_sigv4_request_t *req)
+/*
+ * Redirect mode: a presigned URL for the request's method, in Location;
+ * what the phase handler answers with (302 or 307).
+ */
+
+ngx_int_t
+ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 {
-    u_char           *p, *out;
-    size_t            size, len;
-    uint64_t          start;
-    ngx_table_elt_t  *h;
+    u_char                      *p, *out;
+    size_t                       size, len;
+    uint64_t                     start;
+    ngx_table_elt_t             *h;
+    ngx_http_replay_loc_conf_t  *rlcf;
+    ngx_replay_sigv4_request_t   req;
+    ngx_replay_sigv4_header_t    headers[1];
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    if (ngx_http_replay_s3_prepare(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_replay_s3_request(r, ctx, rlcf, &r->method_name, &req, headers);
 
     size = ngx_http_replay_s3_url_size(rlcf, ctx->uri.len);
 
@@ -522,7 +668,7 @@ ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
 
     start = ngx_http_replay_usec();
 
-    if (ngx_replay_sigv4_presign(rlcf->creds, req, rlcf->presign_expires, p,
+    if (ngx_replay_sigv4_presign(rlcf->creds, &req, rlcf->presign_expires, p,
                                  size - (p - out), &len)
         != NGX_REPLAY_SIGV4_OK)
     {

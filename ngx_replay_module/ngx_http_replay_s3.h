@@ -29,10 +29,14 @@ char *ngx_http_replay_s3_merge(ngx_conf_t *cf,
     ngx_http_replay_loc_conf_t *rlcf);
 
 /*
- * Signs the request for ctx->key and hands it to the proxy, or answers
- * with a presigned redirect; returns what a content handler returns.
+ * ctx->uri, the S3 path of ctx->key, for the proxy; the signature follows
+ * when the proxy builds its request ($replay_s3_authorization).
  */
-ngx_int_t ngx_http_replay_s3_send(ngx_http_request_t *r,
+ngx_int_t ngx_http_replay_s3_prepare(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx);
+
+/* a presigned redirect: the status to answer with, Location set */
+ngx_int_t ngx_http_replay_s3_redirect(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 
 /* the most a request holds for its key, S3 path and signature */

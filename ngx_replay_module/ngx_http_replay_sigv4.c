@@ -509,7 +509,7 @@ static int
 ngx_replay_sigv4_prepare(ngx_replay_sigv4_ctx_t *ctx,
     ngx_replay_sigv4_creds_t *creds, ngx_replay_sigv4_request_t *req)
 {
-    int                         host;
+    int                         host, bad;
     size_t                      i, j, k, n;
     const char                 *d;
     ngx_replay_sigv4_header_t  *h;
@@ -527,11 +527,25 @@ ngx_replay_sigv4_prepare(ngx_replay_sigv4_ctx_t *ctx,
 
     d = req->amz_date;
 
+    /* "YYYYMMDDTHHMMSSZ" */
+
     for (i = 0; i < NGX_REPLAY_SIGV4_DATE_LEN; i++) {
-        if (i == 8 ? d[i] != 'T'
-            : i == 15 ? d[i] != 'Z'
-            : !ngx_replay_sigv4_digit(d[i]))
-        {
+
+        switch (i) {
+
+        case 8:
+            bad = (d[i] != 'T');
+            break;
+
+        case 15:
+            bad = (d[i] != 'Z');
+            break;
+
+        default:
+            bad = !ngx_replay_sigv4_digit(d[i]);
+        }
+
+        if (bad) {
             return NGX_REPLAY_SIGV4_BAD_INPUT;
         }
     }

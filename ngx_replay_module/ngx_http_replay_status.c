@@ -13,6 +13,7 @@
 
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_memory.h"
+#include "ngx_http_replay_util.h"
 
 #include <nginx.h>
 #include <libpq-fe.h>
@@ -337,8 +338,14 @@ ngx_http_replay_status_done(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 {
     ngx_uint_t  status, outcome;
 
+    if (ctx->settled) {
+        return;
+    }
+
+    ctx->settled = 1;
+
     outcome = ngx_http_replay_status_outcome(r, ctx);
-    status = r->headers_out.status;
+    status = ctx->status ? ctx->status : r->headers_out.status;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "replay: request done: %ui, %s", status,
@@ -367,7 +374,7 @@ ngx_http_replay_status_outcome(ngx_http_request_t *r,
         return ctx->outcome;
     }
 
-    status = r->headers_out.status;
+    status = ctx->status ? ctx->status : r->headers_out.status;
 
     if (status >= NGX_HTTP_OK && status < NGX_HTTP_BAD_REQUEST) {
 

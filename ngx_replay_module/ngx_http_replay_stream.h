@@ -1,8 +1,9 @@
 
 /*
  * Streaming: the S3 request rides nginx's proxy module (buffers, keepalive,
- * TLS, timeouts and cache all stay nginx's), and a filter pair turns S3's
- * error answers into plain nginx errors.
+ * TLS, timeouts and cache all stay nginx's), and a filter pair leaves the
+ * client only what it may see of S3's answer and turns S3's errors into
+ * nginx's own.
  */
 
 
@@ -13,15 +14,24 @@
 #include "ngx_http_replay_module.h"
 
 
-/* what is kept of an S3 error's body, to log its code */
-#define NGX_HTTP_REPLAY_S3_ERROR_HEAD     1024
-
 /* room for ngx_http_replay_stream_need()'s text */
 #define NGX_HTTP_REPLAY_BUFFERS_TEXT_LEN  192
 
 
-/* sets up proxy_pass and its headers in the current location */
+/*
+ * Sets up proxy_pass, its peer (keepalive: connections kept per worker,
+ * 0 for none), its headers and TLS (verify: on or off, ca: a CA file, or
+ * empty for the system's) in the current location.
+ */
 char *ngx_http_replay_stream_wire_proxy(ngx_conf_t *cf,
+    ngx_http_replay_loc_conf_t *rlcf, ngx_uint_t keepalive, ngx_uint_t verify,
+    ngx_str_t *ca);
+
+/* $replay_s3_peer */
+ngx_int_t ngx_http_replay_stream_add_variables(ngx_conf_t *cf);
+
+/* once the proxy module has merged the location: its cache key */
+char *ngx_http_replay_stream_merge(ngx_conf_t *cf,
     ngx_http_replay_loc_conf_t *rlcf);
 
 ngx_int_t ngx_http_replay_stream_init_filters(ngx_conf_t *cf);

@@ -51,7 +51,8 @@ aws_secret_access_key = NotTheSecretAtAllNotTheSecretAtAll123456
 --- request
 GET /s3
 --- error_code: 502
---- response_body
+--- response_body_like chomp
+\A<html>\r?\n<head><title>502 Bad Gateway</title></head>
 --- error_log
 replay: S3 answered 403 SignatureDoesNotMatch for key "games/1/replay.bin"
 --- no_error_log
@@ -95,7 +96,8 @@ aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
 --- request
 GET /s3
 --- error_code: 502
---- response_body
+--- response_body_like chomp
+\A<html>\r?\n<head><title>502 Bad Gateway</title></head>
 --- error_log
 replay: S3 answered 403 InvalidAccessKeyId for key "games/1/replay.bin"
 

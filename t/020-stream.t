@@ -127,7 +127,8 @@ GET /s3
 X-Key: games/1/replay.bin
 Range: bytes=100-200
 --- error_code: 416
---- response_body
+--- response_body_like chomp
+\A<html>\r?\n<head><title>416 Requested Range Not Satisfiable</title></head>
 --- error_log
 replay: S3 answered 416 InvalidRange for key "games/1/replay.bin"
 
@@ -171,9 +172,10 @@ GET /s3
 --- more_headers
 X-Key: games/7/missing.bin
 --- error_code: 404
---- response_body
+--- response_body_like chomp
+\A<html>\r?\n<head><title>404 Not Found</title></head>
 --- response_headers
-Content-Length: 0
+Content-Type: text/html
 !x-amz-request-id
 --- error_log
 replay: S3 answered 404 NoSuchKey for key "games/7/missing.bin"
@@ -223,7 +225,7 @@ GET /s3
 "X-Key: long/" . ("k" x 1020)
 --- error_code: 400
 --- error_log
-replay: the object key is 1025 bytes long, S3 allows 1024
+replay: the object key of the request is 1025 bytes long, S3 allows 1024
 
 
 
@@ -538,13 +540,14 @@ bucket=replays key=special/日本/リプレイ.bin
 
 
 
-=== TEST 43: key special/dots/../up.bin
+=== TEST 43: key special/dots/../up.bin: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: special/dots/../up.bin
---- response_body
-bucket=replays key=special/dots/../up.bin
+--- error_code: 404
+--- error_log
+replay: the object key "special/dots/../up.bin" has an empty, "." or ".." segment
 
 
 
@@ -558,13 +561,14 @@ bucket=replays key=special/up.bin
 
 
 
-=== TEST 45: key special/dot/./here.bin
+=== TEST 45: key special/dot/./here.bin: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: special/dot/./here.bin
---- response_body
-bucket=replays key=special/dot/./here.bin
+--- error_code: 404
+--- error_log
+replay: the object key "special/dot/./here.bin" has an empty, "." or ".." segment
 
 
 
@@ -578,13 +582,14 @@ bucket=replays key=special/dot/here.bin
 
 
 
-=== TEST 47: key special//double-slash.bin
+=== TEST 47: key special//double-slash.bin: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: special//double-slash.bin
---- response_body
-bucket=replays key=special//double-slash.bin
+--- error_code: 404
+--- error_log
+replay: the object key "special//double-slash.bin" has an empty, "." or ".." segment
 
 
 
@@ -598,13 +603,14 @@ bucket=replays key=special/double-slash.bin
 
 
 
-=== TEST 49: key special/trailing/
+=== TEST 49: key special/trailing/: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: special/trailing/
---- response_body
-bucket=replays key=special/trailing/
+--- error_code: 404
+--- error_log
+replay: the object key "special/trailing/" has an empty, "." or ".." segment
 
 
 
@@ -618,13 +624,14 @@ bucket=replays key=special/trailing
 
 
 
-=== TEST 51: key /leading-slash.bin
+=== TEST 51: key /leading-slash.bin: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: /leading-slash.bin
---- response_body
-bucket=replays key=/leading-slash.bin
+--- error_code: 404
+--- error_log
+replay: the object key "/leading-slash.bin" has an empty, "." or ".." segment
 
 
 
@@ -638,23 +645,25 @@ bucket=replays key=leading-slash.bin
 
 
 
-=== TEST 53: key ../other/secret.txt
+=== TEST 53: key ../other/secret.txt: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: ../other/secret.txt
---- response_body
-bucket=replays key=../other/secret.txt
+--- error_code: 404
+--- error_log
+replay: the object key "../other/secret.txt" has an empty, "." or ".." segment
 
 
 
-=== TEST 54: key /other/secret.txt
+=== TEST 54: key /other/secret.txt: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: /other/secret.txt
---- response_body
-bucket=replays key=/other/secret.txt
+--- error_code: 404
+--- error_log
+replay: the object key "/other/secret.txt" has an empty, "." or ".." segment
 
 
 
@@ -665,3 +674,4 @@ GET /s3
 X-Key: long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk
 --- response_body
 bucket=replays key=long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk
+

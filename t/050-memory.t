@@ -255,7 +255,7 @@ qr/^mem=\d+ db=\d+\.\d{3}$/
     }
 --- must_die
 --- error_log eval
-qr/a request of location "\/s3" may hold \d+ bytes, past replay_memory_limit 32768: proxy_buffer_size 65536 \+ \d+ of the module's own \(context, key, S3 path, signature, error head, query parameters\)/
+qr/a request of location "\/s3" may hold \d+ bytes, past replay_memory_limit 32768: proxy_buffer_size 65536 \+ \d+ of the module's own \(context, key, S3 path, signature, query parameters\)/
 
 
 

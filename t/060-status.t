@@ -207,7 +207,7 @@ __DATA__
 --- response_body_like eval
 [
     qr/\Abucket=replays key=games\/1\/replay\.bin\n\z/,
-    qr/\A\z/,
+    qr/<title>404 Not Found<\/title>/,
     qr/405/,
     qr/^# TYPE replay_s3_first_byte_seconds histogram$/m,
 ]

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 # Writes the special-key blocks of t/020-stream.t (which gives them its
-# default configuration) (one block per key the
-# services upload; see t/services/schema.sql).  Run it after changing the
-# list; its output is committed, the test does not run it.
+# default configuration): one block per key the services upload (see
+# t/services/schema.sql), from TEST 20 on.  A key with an empty, "." or
+# ".." segment is refused (404, one log line, S3 never asked): a server
+# that normalises paths would read another object, even another bucket's.
+# Run it after changing the list; its output replaces the blocks from
+# "=== TEST 20: key " to the end of the file, the test does not run it.
 keys = [
     "special/a b.bin", "special/a+b.bin", "special/bang!.bin",
     "special/dollar$.bin", "special/amp&.bin", "special/apos'.bin",
@@ -19,10 +22,34 @@ keys = [
     "leading-slash.bin", "../other/secret.txt", "/other/secret.txt",
     "long/" + "k" * 1019,
 ]
+
+
+def refused(key):
+    return any(seg in ("", ".", "..") for seg in key.split("/"))
+
+
+def escaped(key):
+    # as the module writes a key into the error log
+    return "".join(c if 0x20 <= ord(c) < 0x7f and c not in '"\\'
+                   else "".join("\\x%02X" % b for b in c.encode())
+                   for c in key)
+
+
 out = []
-for n, k in enumerate(keys, 1):
+for n, k in enumerate(keys, 20):
     title = k if len(k) < 60 else k[:40] + "... (%d bytes)" % len(k.encode())
-    out.append(f"""=== KEY {n}: {title}
+    if refused(k):
+        out.append(f"""=== TEST {n}: key {title}: refused
+--- request
+GET /s3
+--- more_headers
+X-Key: {k}
+--- error_code: 404
+--- error_log
+replay: the object key "{escaped(k)}" has an empty, "." or ".." segment
+""")
+        continue
+    out.append(f"""=== TEST {n}: key {title}
 --- request
 GET /s3
 --- more_headers
@@ -30,4 +57,4 @@ X-Key: {k}
 --- response_body
 bucket=replays key={k}
 """)
-print("\n\n\n".join(out), end="")
+print("\n\n\n".join(out))

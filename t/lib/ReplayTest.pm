@@ -11,6 +11,20 @@ use warnings;
 use Test::Nginx::Socket ();
 
 sub import {
+    # "--- after_request eval" [CODE or undef, ...]: code run after the
+    # request of the same index (stop a service, a pause), given the block
+    # and the response body
+    Test::Nginx::Socket::add_response_body_check(sub {
+        my ($block, $body, $idx, $repeated, $dry_run) = @_;
+
+        return if $dry_run;
+
+        my $after = $block->after_request or return;
+        my $code = $after->[$idx] or return;
+
+        $code->($block, $body);
+    });
+
     Test::Nginx::Socket::add_block_preprocessor(sub {
         my $block = shift;
 
@@ -87,6 +101,14 @@ sub psql {
     my $out = `$cmd -c "$sql" 2>&1`;
     chomp $out;
     return $out;
+}
+
+# The suite's S3 server: "start", "stop", "restart".
+sub s3ctl {
+    my ($cmd) = @_;
+
+    system($ENV{TEST_NGINX_S3_CTL}, $cmd) == 0
+        or die "s3ctl $cmd failed\n";
 }
 
 # How many lines of the PostgreSQL server log (log_statement = all) hold
@@ -176,6 +198,88 @@ sub get_concurrently {
     }
 
     return @out;
+}
+
+# Sends "GET PATH" on a connection of its own and leaves it open: returns
+# the socket (to read the response with read_response, or to close).
+sub open_request {
+    my ($path, $extra) = @_;
+
+    require IO::Socket::INET;
+
+    my $sock = IO::Socket::INET->new(
+        PeerAddr => '127.0.0.1',
+        PeerPort => $Test::Nginx::Util::ServerPortForClient,
+        Timeout  => 20,
+    ) or die "connect: $!\n";
+
+    binmode $sock;
+    print $sock "GET $path HTTP/1.0\r\nHost: localhost\r\n"
+                . ($extra // '') . "\r\n";
+
+    return ($sock);
+}
+
+# Reads a response to its end, for at most $timeout seconds: the head and
+# the body ('' and '' if nothing came).
+sub read_response {
+    my ($sock, $timeout) = @_;
+
+    require IO::Select;
+    require Time::HiRes;
+
+    my $sel = IO::Select->new($sock);
+    my $end = Time::HiRes::time() + $timeout;
+    my $buf = '';
+
+    while ((my $left = $end - Time::HiRes::time()) > 0) {
+        last unless $sel->can_read($left);
+        my $n = sysread $sock, my $chunk, 65536;
+        last unless $n;
+        $buf .= $chunk;
+    }
+
+    my ($head, $body) = split /\r\n\r\n/, $buf, 2;
+
+    return ($head // '', $body // '');
+}
+
+# Column N (from 0, split on white space) of every line of FILE, relative
+# to the server root.
+sub log_column {
+    my ($file, $n) = @_;
+
+    my $path = Test::Nginx::Util::server_root() . "/$file";
+
+    open my $fh, '<', $path or die "$path: $!\n";
+    my @col = map { (split ' ', $_)[$n] } <$fh>;
+    close $fh;
+
+    return @col;
+}
+
+# Waits up to $timeout seconds for a line of FILE (relative to the server
+# root) to match $re; true if one did.
+sub wait_for_line {
+    my ($file, $re, $timeout) = @_;
+
+    require Time::HiRes;
+
+    my $path = Test::Nginx::Util::server_root() . "/$file";
+    my $end = Time::HiRes::time() + $timeout;
+
+    for (;;) {
+        if (open my $fh, '<', $path) {
+            while (my $l = <$fh>) {
+                chomp $l;
+                return 1 if $l =~ $re;
+            }
+            close $fh;
+        }
+
+        return 0 if Time::HiRes::time() > $end;
+        Time::HiRes::sleep(0.05);
+    }
 }
 
 # One GET: the head, and the body or, with $discard, its length.

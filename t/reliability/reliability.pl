@@ -79,7 +79,7 @@ sub note { print map { "# $_\n" } map { split /\n/ } @_ }
 
 # id => { key, file, body (small ones), md5, len }, from the database and
 # the local copies t/services/up keeps
-my (%GAME, @VALID, @MISSING);
+my (%GAME, @VALID, @MISSING, @REFUSED);
 
 sub psql {
     my ($sql) = @_;
@@ -111,6 +111,13 @@ sub load_fixtures {
 
         if (!defined $file{$key}) {
             push @MISSING, $id;
+            next;
+        }
+
+        # an empty, "." or ".." segment: refused, whatever S3 holds
+        if (grep { $_ eq '' || $_ eq '.' || $_ eq '..' } split m{/}, $key, -1) {
+            push @REFUSED, $id;
+            $GAME{$id} = { key => $key };
             next;
         }
 
@@ -221,12 +228,56 @@ http {
             proxy_read_timeout  1s;
         }
 
+        # the configurations users write around a replay location
+        location ~ ^/cors/(\\d+)\$ {
+            replay_s3_endpoint  $s3;
+            replay_key_query    "$q" \$1;
+            error_page          404 = /fallback;
+
+            if (\$http_origin) {
+                add_header  Access-Control-Allow-Origin \$http_origin always;
+            }
+
+            limit_except GET {
+                allow  127.0.0.1;
+                deny   all;
+            }
+        }
+
+        location = /fallback {
+            replay_s3_endpoint  $s3;
+            replay_s3_key       games/2/replay.bin;
+        }
+
+        location = /page.html {
+            ssi  on;
+        }
+
+        location = /private.html {
+            auth_request  /check/1;
+        }
+
+        location ~ ^/check/(\\d+)\$ {
+            internal;
+            replay_s3_endpoint  $s3;
+            replay_key_query    "$q" \$1;
+        }
+
         location = /plain {
             return 200 "plain\\n";
         }
     }
 }
 EOF
+    close $fh;
+
+    open $fh, '>', "$NGX_DIR/html/page.html" or die $!;
+    print $fh '[<!--# include virtual="/game/1" -->]'
+              . '[<!--# include virtual="/game/2" -->]' . "\n";
+    close $fh;
+
+    open $fh, '>', "$NGX_DIR/html/private.html" or die $!;
+    print $fh "granted\n";
     close $fh;
 }
 
@@ -670,10 +721,10 @@ sub scenario_mix {
     my @valid = small_valid();
 
     # missing: no row, NULL key, empty key, no object in S3;
-    # 15: a 1,025-byte key (400); malformed ones: 400 from the database,
+    # 15: a 1,025-byte key (the database's error: 500); malformed ones: 400 from the database,
     # or 404 where the README's \d+ location does not match
     my @missing = ([999999, 404], [3, 404], [4, 404], [7, 404],
-                   [15, 400], [123456789012, 404], [0, 404], [-1, 404]);
+                   [15, 500], [123456789012, 404], [0, 404], [-1, 404]);
 
     my @malformed = (
         ['/game/abc', 400], ['/game/1.5', 400], ['/game/1e3', 400],
@@ -765,6 +816,99 @@ sub scenario_mix {
 }
 
 
+# if, limit_except, error_page, SSI and auth_request around replay
+# locations, under load: every status and body right, no worker lost
+sub scenario_configs {
+    my $name = 'configurations';
+    my $mark = log_mark();
+
+    my @valid = small_valid();
+    my $g2 = $GAME{2};
+
+    my $page = Digest::MD5->new;
+    $page->add('[' . ($GAME{1}{body} // '') . '][' . ($GAME{2}{body} // '')
+               . "]\n");
+    my $page_md5 = $page->hexdigest;
+
+    my @kinds = (
+        # an id with and without the CORS header's condition true
+        sub {
+            my $id = $valid[int rand @valid];
+            return { kind => 'cors', path => "/cors/$id", id => $id,
+                     headers => ['Origin: https://example.com'] };
+        },
+        sub {
+            my $id = $valid[int rand @valid];
+            return { kind => 'plain', path => "/cors/$id", id => $id };
+        },
+        # limit_except lets it through access: the module's 405
+        sub { return { kind => 'delete', path => '/cors/1',
+                       method => 'DELETE', want => 405 } },
+        # no row, no object: error_page = /fallback serves game 2
+        sub { return { kind => 'fallback', path => '/cors/424242', id => 2 } },
+        sub { return { kind => 'fallback', path => '/cors/7', id => 2 } },
+        sub { return { kind => 'ssi', path => '/page.html' } },
+        sub { return { kind => 'auth', path => '/private.html' } },
+    );
+
+    my (%by_kind, @bad);
+    my $total = 6000;
+    my $i = 0;
+    my $t0 = time;
+
+    Load::run(
+        concurrency => 50,
+        keepalive   => 1,
+        next => sub {
+            return undef if $i >= $total;
+            return $kinds[$i++ % @kinds]->();
+        },
+        done => sub {
+            my ($spec, $res) = @_;
+            my $k = $spec->{kind};
+            my $why = '';
+
+            $by_kind{"$k $res->{status}"}++;
+
+            if (defined $spec->{id}) {
+                $why = good_response($spec->{id}, $res);
+
+                if (!$why && $k eq 'cors'
+                    && ($res->{headers}{'access-control-allow-origin'} // '')
+                       ne 'https://example.com')
+                {
+                    $why = 'no Access-Control-Allow-Origin';
+                }
+
+            } elsif ($k eq 'delete') {
+                $why = "status $res->{status}" if $res->{status} != 405;
+
+            } elsif ($k eq 'ssi') {
+                $why = "status $res->{status}, md5 $res->{md5}"
+                    if $res->{status} != 200 || $res->{md5} ne $page_md5;
+
+            } elsif ($k eq 'auth') {
+                $why = "status $res->{status}"
+                    if $res->{status} != 200 || $res->{body} ne "granted\n";
+            }
+
+            $why ||= "error $res->{error}" if $res->{error};
+            push @bad, "$k $spec->{path}: $why" if $why;
+        },
+    );
+
+    my $dt = time - $t0;
+
+    note(sprintf "%s: %d requests in %.1f s (%.0f/s): %s", $name, $i, $dt,
+                 $i / $dt, summary_of(\%by_kind));
+
+    ok(!@bad, "$name: $total requests at 50 concurrent through if, limit_except, error_page, SSI and auth_request, every status and body right",
+       scalar(@bad) . " wrong", @bad[0 .. ($#bad > 19 ? 19 : $#bad)]);
+
+    health($name, $mark);
+}
+
+
 # one request at a time; each gets its status and, for an error, exactly
 # one error-log line; the database is intact afterwards
 sub scenario_bad_input {
@@ -842,15 +986,19 @@ sub scenario_bad_input {
         ['method DELETE', { path => '/game/1', method => 'DELETE' }, 405, 1],
         ['malformed request line', { raw => "GET\r\n\r\n" }, 400, 1],
         ['HTTP/1.1 without Host', { raw => "GET /game/1 HTTP/1.1\r\nConnection: close\r\n\r\n" }, 400, 1],
-        ['1,025-byte key in the database (id 15)', { path => '/game/15' }, 400, 1],
+        ['1,025-byte key in the database (id 15)', { path => '/game/15' }, 500, 1],
         ['1,024-byte key in the database (id 14)', { path => '/game/14', id => 14 }, 200, 0],
         ['no object in S3 (id 7)', { path => '/game/7' }, 404, 1],
         ['NULL key (id 3)', { path => '/game/3' }, 404, 1],
         ['empty key (id 4)', { path => '/game/4' }, 404, 1],
         ['no row', { path => '/game/424242' }, 404, 1],
-        ['escape-attempt key ../other/secret.txt (id 12)', { path => '/game/12', id => 12 }, 200, 0],
-        ['escape-attempt key /other/secret.txt (id 13)', { path => '/game/13', id => 13 }, 200, 0],
     );
+
+    # keys with an empty, "." or ".." segment (ids 12, 13 and special ones)
+    for my $id (@REFUSED) {
+        push @cases, ["refused key \"$GAME{$id}{key}\" (id $id)",
+                      { path => "/game/$id" }, 404, 1];
+    }
 
     # every special key of the games table (ids >= 100)
     for my $id (grep { $_ >= 100 } @VALID) {
@@ -1326,6 +1474,7 @@ sub scenario_reload {
 
 my %SCENARIOS = (
     mix        => \&scenario_mix,
+    configs    => \&scenario_configs,
     bad_input  => \&scenario_bad_input,
     aborts     => \&scenario_aborts,
     stall      => \&scenario_stall,
@@ -1334,7 +1483,7 @@ my %SCENARIOS = (
     cache      => \&scenario_cache,
     reload     => \&scenario_reload,
 );
-my @ORDER = qw(mix bad_input aborts stall s3 pg cache reload);
+my @ORDER = qw(mix configs bad_input aborts stall s3 pg cache reload);
 
 my @run = @ARGV ? @ARGV : @ORDER;
 

@@ -336,6 +336,32 @@ server.middleware.unshift(async (ctx, next) => {
   await next()
 })
 
+// SigV4 in virtual-hosted style: AWS signs the path as sent ("/KEY", the
+// bucket being in Host); s3rver signs "/BUCKET/KEY" whatever the style (the
+// JS SDK v2's SigV2 habit), so a correct virtual-hosted request would fail
+// here.  The canonical URI of such a request is rebuilt from its own path.
+{
+  const { AsyncLocalStorage } = require('node:async_hooks')
+  const v4 = require('@20minutes/s3rver/lib/signature/v4')
+  const { encodeURIComponentRFC3986 } = require('@20minutes/s3rver/lib/utils')
+  const scope = new AsyncLocalStorage()
+  const getStringToSign = v4.getStringToSign
+
+  server.middleware.unshift((ctx, next) => scope.run({ ctx, path: ctx.path }, next))
+
+  v4.getStringToSign = (canonicalRequest, request) => {
+    const s = scope.getStore()
+    if (s && s.ctx.state.vhost) {
+      const uri = s.path
+        .split('/')
+        .map((seg) => encodeURIComponentRFC3986(decodeURIComponent(seg)))
+        .join('/')
+      canonicalRequest = { ...canonicalRequest, uri }
+    }
+    return getStringToSign(canonicalRequest, request)
+  }
+}
+
 // Optional request log, one JSON line per request, so tests can assert what
 // S3 did or did not see (method, raw URL as sent, status, auth mechanism).
 if (logFile) {
