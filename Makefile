@@ -3,6 +3,8 @@
 #
 #   make            build build/ngx_http_replay_module.so
 #   make test       build, start PostgreSQL and S3 in a temp dir, run t/
+#   make test-runner  the test runner's self-test: wrong blocks must fail
+#   make test-mutants  broken builds of the module must turn the suite red
 #   make demo       build, start everything in demo/run/, print the URLs
 #   make demo-stop  stop the demo
 #   make test-matrix  the suite against Debian 12's, 13's and sid's nginx,
@@ -31,7 +33,8 @@ UNIT_LIBS    := -lcrypto
 .PHONY: all module unit sigv4-driver test test-valgrind prove deps \
         build-deps demo demo-stop clean test-reliability asan-module \
         test-asan test-reliability-asan fuzz fuzz-build fuzz-replay \
-        reliability-deps bench test-matrix deb test-deb test-fresh
+        reliability-deps bench test-runner test-mutants test-matrix deb \
+        test-deb test-fresh
 
 all: module
 
@@ -110,6 +113,25 @@ test: deps
 test-valgrind: deps
 	$(MAKE) module unit
 	TEST_NGINX_USE_VALGRIND=1 bash t/services/run-suite $(TEST_FILES)
+
+# The runner's self-test against the stock nginx, no services: what the
+# suite relies on (the checks of a block and those t/lib/ReplayTest.pm
+# adds) fails a block that is wrong.  With the real Test::Nginx when perl
+# finds it (PERL5LIB=DIR/lib), as make test.
+test-runner: deps
+	if perl -MTest::Nginx::Socket -e1 2>/dev/null; then \
+	    prove t/runner/selftest/; \
+	else \
+	    PERL5LIB=$(CURDIR)/t/runner$${PERL5LIB:+:$$PERL5LIB} prove t/runner/selftest/; \
+	fi
+
+# Mutants of the module (t/mutants/*.mutant: no Authorization header, S3's
+# headers not filtered, a crash in the pool cleanup, a descriptor leaked,
+# a counter not moved): each must turn the .t files it names red
+# (t/mutants/run, about 5 minutes).  MUTANTS="fd-leak" runs some only.
+test-mutants: deps
+	$(MAKE) module unit
+	bash t/mutants/run $(MUTANTS)
 
 # What these need beyond `make deps` (clang, libFuzzer, the sanitizer
 # runtimes); `make test` does not.

@@ -20,7 +20,6 @@
 
 
 #include "ngx_http_replay_cache.h"
-#include "ngx_http_replay_db.h"
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_util.h"
 
@@ -76,7 +75,7 @@ static ngx_str_t  ngx_http_replay_cache_states[] = {
 
 ngx_int_t
 ngx_http_replay_cache_get(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
-    ngx_str_t *ckey)
+    ngx_str_t *ckey, ngx_http_replay_cache_row_pt set_row)
 {
     u_char                        *p;
     uint32_t                       hash;
@@ -134,7 +133,7 @@ ngx_http_replay_cache_get(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
     name.len = node->name_len;
 
     /* copied out while the entry cannot go */
-    rc = ngx_http_replay_db_set_row(r, ctx, &key, &type, &name);
+    rc = set_row(r, ctx, &key, &type, &name);
 
     ngx_shmtx_unlock(&cache->shpool->mutex);
 

@@ -19,13 +19,19 @@
 #define NGX_HTTP_REPLAY_CACHE_EXPIRED  3
 
 
+/* gives the request an entry's row, copied while the entry cannot go */
+typedef ngx_int_t (*ngx_http_replay_cache_row_pt)(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx, ngx_str_t *key, ngx_str_t *type,
+    ngx_str_t *name);
+
 /*
- * Looks ckey up.  NGX_OK: ctx->key, content_type and file_name are set
- * from the entry; NGX_DECLINED: not there (or expired); NGX_ERROR: the
- * request cannot hold the entry (logged).
+ * Looks ckey up.  NGX_OK: set_row() has given the request the entry's
+ * row; NGX_DECLINED: not there (or expired); NGX_ERROR: the request
+ * cannot hold the entry (logged).
  */
 ngx_int_t ngx_http_replay_cache_get(ngx_http_request_t *r,
-    ngx_http_replay_ctx_t *ctx, ngx_str_t *ckey);
+    ngx_http_replay_ctx_t *ctx, ngx_str_t *ckey,
+    ngx_http_replay_cache_row_pt set_row);
 
 /* keeps ctx's key, content_type and file_name under ckey */
 void ngx_http_replay_cache_put(ngx_http_request_t *r,

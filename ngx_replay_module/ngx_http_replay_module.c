@@ -17,7 +17,7 @@
 #include "ngx_http_replay_module.h"
 #include "ngx_http_replay_s3.h"
 #include "ngx_http_replay_stream.h"
-#include "ngx_http_replay_db.h"
+#include "ngx_http_replay_lookup.h"
 #include "ngx_http_replay_memory.h"
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_cache.h"
@@ -324,6 +324,13 @@ ngx_http_replay_handler(ngx_http_request_t *r)
             rc = ngx_http_replay_check_key(r, ctx, rlcf);
         }
 
+        if (rc == NGX_OK
+            && ngx_http_replay_mem_measure(r, ctx, NGX_HTTP_REPLAY_MEM_LOOKUP)
+               != NGX_OK)
+        {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         if (rc != NGX_OK) {
             return ngx_http_replay_end(r, ctx, rc);
         }
@@ -425,12 +432,12 @@ ngx_http_replay_create_ctx(ngx_http_request_t *r)
 
     ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_IN_FLIGHT, 1);
 
-    if (ngx_http_replay_mem_add(r, ctx, sizeof(ngx_http_replay_ctx_t),
-                                "context")
-        != NGX_OK)
-    {
+    if (ngx_http_replay_mem_start(r, ctx) != NGX_OK) {
         return NULL;
     }
+
+    (void) ngx_http_replay_mem_add(r, ctx, sizeof(ngx_http_replay_ctx_t),
+                                   "context");
 
     return ctx;
 }
@@ -487,11 +494,7 @@ ngx_http_replay_resolve_key(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ctx->key.len <= NGX_HTTP_REPLAY_MAX_KEY
-        && ngx_http_replay_mem_add(r, ctx, ctx->key.len, "key") != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    (void) ngx_http_replay_mem_add(r, ctx, ctx->key.len, "key");
 
     return NGX_OK;
 }
@@ -756,6 +759,7 @@ ngx_http_replay_create_main_conf(ngx_conf_t *cf)
      *     rmcf->nwaiting = 0;
      *     rmcf->status = 0;
      *     rmcf->stats = NULL;
+     *     rmcf->dbs = NULL;
      */
 
     rmcf->budget_queue = NGX_CONF_UNSET_UINT;
@@ -800,10 +804,10 @@ ngx_http_replay_create_loc_conf(ngx_conf_t *cf)
      *     conf->key = NULL;
      *     conf->db = NULL;
      *     conf->query = NULL;
-     *     conf->dbs = NULL;
      *     conf->host = { 0, NULL };
      *     conf->path_prefix = { 0, NULL };
      *     conf->memory_need = 0;
+     *     conf->status_loc = NULL;
      */
 
     conf->addressing = NGX_CONF_UNSET_UINT;
@@ -840,6 +844,7 @@ ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->endpoint_host = prev->endpoint_host;
         conf->peer = prev->peer;
         conf->peer_name = prev->peer_name;
+        conf->status_loc = prev->status_loc;
 
         if (conf->key == NULL && conf->query == NULL) {
             conf->key = prev->key;
@@ -947,6 +952,12 @@ ngx_http_replay_s3_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "replay_s3_endpoint \"%V\": ssl_verify and "
                            "ssl_trusted_certificate are for https",
                            &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* its gauges in replay_status */
+    rlcf->status_loc = ngx_http_replay_status_location(cf);
+    if (rlcf->status_loc == NULL) {
         return NGX_CONF_ERROR;
     }
 

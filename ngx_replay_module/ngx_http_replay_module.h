@@ -49,6 +49,16 @@ typedef enum {
 
 typedef struct ngx_http_replay_ctx_s  ngx_http_replay_ctx_t;
 
+/* the PostgreSQL lookup's configuration (ngx_http_replay_db.h) */
+typedef struct ngx_http_replay_db_s        ngx_http_replay_db_t;
+typedef struct ngx_http_replay_db_query_s  ngx_http_replay_db_query_t;
+
+/* what a main request holds and reserves (ngx_http_replay_memory.c) */
+typedef struct ngx_http_replay_account_s  ngx_http_replay_account_t;
+
+/* a location's gauges in replay_status (ngx_http_replay_status.c) */
+typedef struct ngx_http_replay_status_loc_s  ngx_http_replay_status_loc_t;
+
 /* an asynchronous step is over: rc is NGX_OK or the status to answer */
 typedef void (*ngx_http_replay_done_pt)(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx, ngx_int_t rc);
@@ -69,11 +79,10 @@ typedef struct {
     ngx_replay_sigv4_creds_t       *creds;
     ngx_http_complex_value_t       *key;
 
-    /* the PostgreSQL lookup (ngx_http_replay_db.c), NULL if none */
-    void                           *db;
-    void                           *query;
+    /* the PostgreSQL lookup (ngx_http_replay_db_conf.c), NULL if none */
+    ngx_http_replay_db_t           *db;
+    ngx_http_replay_db_query_t     *query;
     size_t                          key_param_max;
-    void                           *dbs;             /* http level: all */
 
     /* replay_key_cache (ngx_http_replay_cache.c): its zone, or NULL */
     ngx_shm_zone_t                 *key_cache;
@@ -89,7 +98,9 @@ typedef struct {
     /* derived at merge time */
     ngx_str_t                       host;            /* Host we sign */
     ngx_str_t                       path_prefix;     /* "/bucket/" or "/" */
-    size_t                          memory_need;     /* a request's most */
+    size_t                          memory_need;     /* a request's bound */
+
+    ngx_http_replay_status_loc_t   *status_loc;      /* its gauges */
 } ngx_http_replay_loc_conf_t;
 
 
@@ -107,18 +118,11 @@ typedef struct {
     /* replay_status: the counters every worker adds to, if any */
     ngx_flag_t                      status;
     ngx_atomic_t                   *stats;
+    ngx_array_t                    *locations;       /* status_loc_t * */
+
+    /* every replay_db, for the workers' exit */
+    ngx_array_t                    *dbs;             /* of db_t * */
 } ngx_http_replay_main_conf_t;
-
-
-/*
- * What a main request holds of the memory budget, whatever internal
- * redirects and subrequests it goes through (ngx_http_replay_memory.c);
- * found again from any context of the request through its pool.
- */
-typedef struct {
-    size_t                          reserved;
-    ngx_uint_t                      works;           /* contexts using it */
-} ngx_http_replay_account_t;
 
 
 struct ngx_http_replay_ctx_s {
@@ -138,10 +142,14 @@ struct ngx_http_replay_ctx_s {
     ngx_http_handler_pt             proxy_handler;   /* content's, saved */
     ngx_int_t                       rc;              /* of the last wait */
 
-    /* our memory the request holds (ngx_http_replay_memory.c) */
-    size_t                          mem;
-    size_t                          mem_peak;
-    ngx_http_replay_account_t      *account;
+    /* what the request holds (ngx_http_replay_memory.c) */
+    ngx_http_replay_account_t      *account;         /* its main request's */
+    size_t                          mem_own;         /* the module's data */
+    size_t                          mem_buffers;     /* its upstream's */
+    size_t                          mem_s3;          /* its S3 connection's */
+    size_t                          mem_s3_tls;
+    off_t                           mem_temp;        /* its temporary file */
+    ngx_int_t                       mem_allocated;   /* the pipe's buffers */
     ngx_queue_t                     queue;           /* waiting for it */
     ngx_event_t                     wait;
     ngx_http_replay_done_pt         budget_handler;

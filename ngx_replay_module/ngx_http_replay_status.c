@@ -5,9 +5,11 @@
  * The counters are slots of ngx_atomic_t in a small shared memory zone,
  * "replay_status", that the workers add to; gauges (requests in flight,
  * memory, connections) move by the changes each worker makes, so their
- * sum is the whole server's.  The zone exists when a location has
- * "replay_status", which shows the counters in Prometheus's text format,
- * or as JSON with "?format=json".  It is kept across reloads.
+ * sum is the whole server's.  Each replay location has gauges of its
+ * own (memory by kind), found again by the location's name after a
+ * reload.  The zone exists when a location has "replay_status", which
+ * shows the counters in Prometheus's text format, or as JSON with
+ * "?format=json".  It is kept across reloads that keep its size.
  */
 
 
@@ -35,6 +37,24 @@
 #define NGX_HTTP_REPLAY_TTFB_BUCKETS       12
 
 
+/* a location's gauges in the zone, and its name to find them again by */
+typedef struct ngx_http_replay_status_entry_s  ngx_http_replay_status_entry_t;
+
+struct ngx_http_replay_status_entry_s {
+    ngx_atomic_t                     slots[NGX_HTTP_REPLAY_LOC_SLOTS];
+    ngx_http_replay_status_entry_t  *next;
+    size_t                           len;
+    u_char                           name[1];
+};
+
+
+/* the zone's data: the counters, then the locations' gauges */
+typedef struct {
+    ngx_atomic_t                     stats[NGX_HTTP_REPLAY_ST_SLOTS];
+    ngx_http_replay_status_entry_t  *locations;
+} ngx_http_replay_status_shm_t;
+
+
 typedef struct {
     ngx_str_t                     name;
     char                         *type;
@@ -47,12 +67,20 @@ typedef struct {
 
 static ngx_int_t ngx_http_replay_status_init_shm(ngx_shm_zone_t *shm_zone,
     void *data);
+static void ngx_http_replay_status_init_locations(ngx_shm_zone_t *shm_zone,
+    ngx_http_replay_status_shm_t *sh);
 static ngx_atomic_t *ngx_http_replay_stats(void);
 static ngx_int_t ngx_http_replay_status_handler(ngx_http_request_t *r);
-static size_t ngx_http_replay_status_size(void);
+static size_t ngx_http_replay_status_size(
+    ngx_http_replay_main_conf_t *rmcf);
 static u_char *ngx_http_replay_status_prometheus(u_char *p,
-    ngx_atomic_t *st);
-static u_char *ngx_http_replay_status_json(u_char *p, ngx_atomic_t *st);
+    ngx_http_replay_main_conf_t *rmcf);
+static u_char *ngx_http_replay_status_json(u_char *p,
+    ngx_http_replay_main_conf_t *rmcf);
+static u_char *ngx_http_replay_status_locations(u_char *p,
+    ngx_http_replay_main_conf_t *rmcf, ngx_uint_t json);
+static u_char *ngx_http_replay_status_escape(u_char *p, ngx_str_t *name,
+    ngx_uint_t json);
 static ngx_uint_t ngx_http_replay_status_outcome(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 static u_char *ngx_http_replay_print_ms(u_char *p, uint64_t usec);
@@ -79,6 +107,11 @@ static char  *ngx_http_replay_rejects[] = {
 
 static char  *ngx_http_replay_db_states[] = {
     "idle", "busy", NULL
+};
+
+/* the kinds of a location's memory, by NGX_HTTP_REPLAY_LOC_* */
+static char  *ngx_http_replay_mem_kinds[] = {
+    "pool", "buffers", "row", "tls", NULL
 };
 
 
@@ -160,6 +193,22 @@ static ngx_http_replay_metric_t  ngx_http_replay_metrics[] = {
 };
 
 
+/* a location's gauges: its memory by kind, its temporary files, its requests */
+static ngx_str_t  ngx_http_replay_loc_names[] = {
+    ngx_string("replay_location_memory_bytes"),
+    ngx_string("replay_location_temp_file_bytes"),
+    ngx_string("replay_location_requests_in_flight")
+};
+
+static char  *ngx_http_replay_loc_help[] = {
+    "Memory that the requests in progress of a replay location hold, "
+    "by kind.",
+    "Bytes that the requests in progress of a replay location hold in "
+    "temporary files (disk, not memory).",
+    "Requests in progress whose memory counts in a replay location."
+};
+
+
 static ngx_str_t  ngx_http_replay_ttfb_name =
     ngx_string("replay_s3_first_byte_seconds");
 
@@ -218,19 +267,50 @@ char *
 ngx_http_replay_status_init_zone(ngx_conf_t *cf,
     ngx_http_replay_main_conf_t *rmcf)
 {
-    ngx_str_t        name;
-    ngx_shm_zone_t  *zone;
+    size_t                          size, entry, slot, chunk;
+    ngx_str_t                       name;
+    ngx_uint_t                      i;
+    ngx_shm_zone_t                 *zone;
+    ngx_http_replay_status_loc_t  **loc;
 
     if (!rmcf->status) {
         return NGX_CONF_OK;
     }
 
+    /*
+     * The locations' gauges take a slab slot each (a power of two, or
+     * whole pages); room for as many again, so that a reload that adds
+     * locations keeps the zone, in steps of 8 pages so that one that adds
+     * a few keeps its size.
+     */
+
+    size = 0;
+
+    if (rmcf->locations) {
+        loc = rmcf->locations->elts;
+
+        for (i = 0; i < rmcf->locations->nelts; i++) {
+            entry = offsetof(ngx_http_replay_status_entry_t, name)
+                    + loc[i]->name.len;
+
+            if (entry > ngx_pagesize / 2) {
+                size += ngx_align(entry, ngx_pagesize);
+                continue;
+            }
+
+            for (slot = 8; slot < entry; slot <<= 1) { /* void */ }
+
+            size += slot;
+        }
+    }
+
+    chunk = NGX_HTTP_REPLAY_STATUS_ZONE_PAGES * ngx_pagesize;
+
+    size = chunk + ngx_align(2 * size, chunk);
+
     ngx_str_set(&name, "replay_status");
 
-    zone = ngx_shared_memory_add(cf, &name,
-                                 NGX_HTTP_REPLAY_STATUS_ZONE_PAGES
-                                 * ngx_pagesize,
-                                 &ngx_http_replay_module);
+    zone = ngx_shared_memory_add(cf, &name, size, &ngx_http_replay_module);
     if (zone == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -247,35 +327,147 @@ ngx_http_replay_status_init_shm(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_replay_main_conf_t  *ormcf = data;
 
-    ngx_slab_pool_t              *shpool;
-    ngx_http_replay_main_conf_t  *rmcf;
+    ngx_slab_pool_t               *shpool;
+    ngx_http_replay_status_shm_t  *sh;
+    ngx_http_replay_main_conf_t   *rmcf;
+
+    rmcf = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    /* a reload keeps the counters, and the gauges of the same names */
+
+    if (ormcf || shm_zone->shm.exists) {
+        sh = shpool->data;
+
+    } else {
+        sh = ngx_slab_calloc(shpool, sizeof(ngx_http_replay_status_shm_t));
+        if (sh == NULL) {
+            return NGX_ERROR;
+        }
+
+        shpool->data = sh;
+
+        /* a zone too small for a location is said so below, once */
+        shpool->log_nomem = 0;
+    }
+
+    rmcf->stats = sh->stats;
+
+    ngx_http_replay_status_init_locations(shm_zone, sh);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Each location of the configuration finds its gauges by name, or gets
+ * new ones; the master does this before it starts the workers, and
+ * workers never walk the list, so it needs no lock.
+ */
+
+static void
+ngx_http_replay_status_init_locations(ngx_shm_zone_t *shm_zone,
+    ngx_http_replay_status_shm_t *sh)
+{
+    ngx_uint_t                       i;
+    ngx_slab_pool_t                 *shpool;
+    ngx_http_replay_status_loc_t   **loc;
+    ngx_http_replay_status_entry_t  *e;
+    ngx_http_replay_main_conf_t     *rmcf;
 
     rmcf = shm_zone->data;
 
-    /* a reload keeps the counters */
-
-    if (ormcf) {
-        rmcf->stats = ormcf->stats;
-        return NGX_OK;
+    if (rmcf->locations == NULL) {
+        return;
     }
 
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    loc = rmcf->locations->elts;
 
-    if (shm_zone->shm.exists) {
-        rmcf->stats = shpool->data;
-        return NGX_OK;
+    for (i = 0; i < rmcf->locations->nelts; i++) {
+
+        for (e = sh->locations; e; e = e->next) {
+            if (e->len == loc[i]->name.len
+                && ngx_memcmp(e->name, loc[i]->name.data, e->len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (e == NULL) {
+            e = ngx_slab_calloc(shpool,
+                                offsetof(ngx_http_replay_status_entry_t, name)
+                                + loc[i]->name.len);
+
+            if (e == NULL) {
+                ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                              "replay_status: no room left in the zone "
+                              "for the gauges of location \"%V\"; a "
+                              "restart makes it anew",
+                              &loc[i]->name);
+                continue;
+            }
+
+            e->len = loc[i]->name.len;
+            ngx_memcpy(e->name, loc[i]->name.data, e->len);
+
+            e->next = sh->locations;
+            sh->locations = e;
+        }
+
+        loc[i]->slots = e->slots;
+    }
+}
+
+
+/* the location being configured: its gauges, one set per name */
+
+ngx_http_replay_status_loc_t *
+ngx_http_replay_status_location(ngx_conf_t *cf)
+{
+    ngx_uint_t                      i;
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_replay_status_loc_t   *loc, **locs;
+    ngx_http_replay_main_conf_t    *rmcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_replay_module);
+
+    if (rmcf->locations == NULL) {
+        rmcf->locations = ngx_array_create(cf->pool, 4,
+                                    sizeof(ngx_http_replay_status_loc_t *));
+        if (rmcf->locations == NULL) {
+            return NULL;
+        }
     }
 
-    rmcf->stats = ngx_slab_calloc(shpool,
-                                  NGX_HTTP_REPLAY_ST_SLOTS
-                                  * sizeof(ngx_atomic_t));
-    if (rmcf->stats == NULL) {
-        return NGX_ERROR;
+    locs = rmcf->locations->elts;
+
+    for (i = 0; i < rmcf->locations->nelts; i++) {
+        if (locs[i]->name.len == clcf->name.len
+            && ngx_strncmp(locs[i]->name.data, clcf->name.data,
+                           clcf->name.len)
+               == 0)
+        {
+            return locs[i];
+        }
     }
 
-    shpool->data = (void *) rmcf->stats;
+    loc = ngx_pcalloc(cf->pool, sizeof(ngx_http_replay_status_loc_t));
+    if (loc == NULL) {
+        return NULL;
+    }
 
-    return NGX_OK;
+    loc->name = clcf->name;
+
+    locs = ngx_array_push(rmcf->locations);
+    if (locs == NULL) {
+        return NULL;
+    }
+
+    *locs = loc;
+
+    return loc;
 }
 
 
@@ -300,6 +492,16 @@ ngx_http_replay_stat(ngx_uint_t slot, ngx_atomic_int_t n)
 
     if (st) {
         (void) ngx_atomic_fetch_add(&st[slot], n);
+    }
+}
+
+
+void
+ngx_http_replay_stat_loc(ngx_http_replay_status_loc_t *loc, ngx_uint_t slot,
+    ngx_atomic_int_t n)
+{
+    if (loc && loc->slots && n) {
+        (void) ngx_atomic_fetch_add(&loc->slots[slot], n);
     }
 }
 
@@ -553,7 +755,7 @@ ngx_http_replay_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    size = ngx_http_replay_status_size();
+    size = ngx_http_replay_status_size(rmcf);
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -561,11 +763,11 @@ ngx_http_replay_status_handler(ngx_http_request_t *r)
     }
 
     if (json) {
-        b->last = ngx_http_replay_status_json(b->last, st);
+        b->last = ngx_http_replay_status_json(b->last, rmcf);
         ngx_str_set(&r->headers_out.content_type, "application/json");
 
     } else {
-        b->last = ngx_http_replay_status_prometheus(b->last, st);
+        b->last = ngx_http_replay_status_prometheus(b->last, rmcf);
         ngx_str_set(&r->headers_out.content_type,
                     "text/plain; version=0.0.4; charset=utf-8");
     }
@@ -593,11 +795,12 @@ ngx_http_replay_status_handler(ngx_http_request_t *r)
 /* the longest either format may be */
 
 static size_t
-ngx_http_replay_status_size(void)
+ngx_http_replay_status_size(ngx_http_replay_main_conf_t *rmcf)
 {
-    size_t                     size, line;
-    ngx_uint_t                 i;
-    ngx_http_replay_metric_t  *m;
+    size_t                          size, line;
+    ngx_uint_t                      i;
+    ngx_http_replay_metric_t       *m;
+    ngx_http_replay_status_loc_t  **loc;
 
     size = sizeof("{}\n")
            + ngx_max(sizeof(NGX_HTTP_REPLAY_BUILD_INFO),
@@ -629,16 +832,41 @@ ngx_http_replay_status_size(void)
                    + NGX_ATOMIC_T_LEN + 8)
             + sizeof("{\"buckets\":{},\"sum\":,\"count\":}");
 
+    /* each location's lines: its name escaped (at most 6 bytes a byte) */
+
+    for (i = 0; i < 3; i++) {
+        size += sizeof("# HELP  \n# TYPE  gauge\n\"\":{},")
+                + 2 * ngx_http_replay_loc_names[i].len
+                + ngx_strlen(ngx_http_replay_loc_help[i]);
+    }
+
+    if (rmcf->locations) {
+        loc = rmcf->locations->elts;
+
+        for (i = 0; i < rmcf->locations->nelts; i++) {
+            line = ngx_http_replay_loc_names[0].len
+                   + 6 * loc[i]->name.len
+                   + sizeof("{location=\"\",kind=\"buffers\"} \n,{}\"\":")
+                   + NGX_ATOMIC_T_LEN;
+
+            size += (NGX_HTTP_REPLAY_MEM_KINDS + 2) * line;
+        }
+    }
+
     return size;
 }
 
 
 static u_char *
-ngx_http_replay_status_prometheus(u_char *p, ngx_atomic_t *st)
+ngx_http_replay_status_prometheus(u_char *p,
+    ngx_http_replay_main_conf_t *rmcf)
 {
     ngx_uint_t                 i;
+    ngx_atomic_t              *st;
     ngx_atomic_uint_t          n, sum;
     ngx_http_replay_metric_t  *m;
+
+    st = rmcf->stats;
 
     p = ngx_cpymem(p, NGX_HTTP_REPLAY_BUILD_INFO,
                    sizeof(NGX_HTTP_REPLAY_BUILD_INFO) - 1);
@@ -657,6 +885,8 @@ ngx_http_replay_status_prometheus(u_char *p, ngx_atomic_t *st)
                             m->values[i], st[m->slot + i]);
         }
     }
+
+    p = ngx_http_replay_status_locations(p, rmcf, 0);
 
     p = ngx_sprintf(p, "# HELP %V %s\n# TYPE %V histogram\n",
                     &ngx_http_replay_ttfb_name, ngx_http_replay_ttfb_help,
@@ -686,11 +916,14 @@ ngx_http_replay_status_prometheus(u_char *p, ngx_atomic_t *st)
 /* the same names: {"replay_requests_total":{"ok":1,...},...} */
 
 static u_char *
-ngx_http_replay_status_json(u_char *p, ngx_atomic_t *st)
+ngx_http_replay_status_json(u_char *p, ngx_http_replay_main_conf_t *rmcf)
 {
     ngx_uint_t                 i;
+    ngx_atomic_t              *st;
     ngx_atomic_uint_t          n, sum;
     ngx_http_replay_metric_t  *m;
+
+    st = rmcf->stats;
 
     p = ngx_cpymem(p, NGX_HTTP_REPLAY_JSON_VERSION,
                    sizeof(NGX_HTTP_REPLAY_JSON_VERSION) - 1);
@@ -714,6 +947,8 @@ ngx_http_replay_status_json(u_char *p, ngx_atomic_t *st)
         *p++ = ',';
     }
 
+    p = ngx_http_replay_status_locations(p, rmcf, 1);
+
     p = ngx_sprintf(p, "\"%V\":{\"buckets\":{", &ngx_http_replay_ttfb_name);
 
     n = 0;
@@ -730,6 +965,138 @@ ngx_http_replay_status_json(u_char *p, ngx_atomic_t *st)
     p = ngx_sprintf(p, "},\"sum\":%uA.%06uA,\"count\":%uA}}\n",
                     sum / 1000000, sum % 1000000,
                     st[NGX_HTTP_REPLAY_ST_S3_TTFB_COUNT]);
+
+    return p;
+}
+
+
+/*
+ * The replay locations' gauges: in Prometheus's format a line per
+ * location (and kind), in JSON an object per metric keyed by location:
+ * "replay_location_memory_bytes":{"/s3":{"pool":1,...}},...
+ */
+
+static u_char *
+ngx_http_replay_status_locations(u_char *p, ngx_http_replay_main_conf_t *rmcf,
+    ngx_uint_t json)
+{
+    ngx_uint_t                      i, j, k, n;
+    ngx_atomic_t                   *slots;
+    ngx_http_replay_status_loc_t  **loc;
+
+    static ngx_atomic_t             none[NGX_HTTP_REPLAY_LOC_SLOTS];
+
+    n = rmcf->locations ? rmcf->locations->nelts : 0;
+    loc = n ? rmcf->locations->elts : NULL;
+
+    for (j = 0; j < 3; j++) {
+
+        if (json) {
+            p = ngx_sprintf(p, "\"%V\":{", &ngx_http_replay_loc_names[j]);
+
+        } else {
+            p = ngx_sprintf(p, "# HELP %V %s\n# TYPE %V gauge\n",
+                            &ngx_http_replay_loc_names[j],
+                            ngx_http_replay_loc_help[j],
+                            &ngx_http_replay_loc_names[j]);
+        }
+
+        for (i = 0; i < n; i++) {
+
+            /* a location the zone had no room for shows zeros */
+            slots = loc[i]->slots ? loc[i]->slots : none;
+
+            if (json) {
+                p = ngx_sprintf(p, "%s\"", i ? "," : "");
+                p = ngx_http_replay_status_escape(p, &loc[i]->name, 1);
+                *p++ = '"';
+                *p++ = ':';
+            }
+
+            if (j == 0) {
+                if (json) {
+                    *p++ = '{';
+                }
+
+                for (k = 0; k < NGX_HTTP_REPLAY_MEM_KINDS; k++) {
+                    if (json) {
+                        p = ngx_sprintf(p, "%s\"%s\":%uA", k ? "," : "",
+                                        ngx_http_replay_mem_kinds[k],
+                                        slots[k]);
+                        continue;
+                    }
+
+                    p = ngx_sprintf(p, "%V{location=\"",
+                                    &ngx_http_replay_loc_names[j]);
+                    p = ngx_http_replay_status_escape(p, &loc[i]->name, 0);
+                    p = ngx_sprintf(p, "\",kind=\"%s\"} %uA\n",
+                                    ngx_http_replay_mem_kinds[k], slots[k]);
+                }
+
+                if (json) {
+                    *p++ = '}';
+                }
+
+                continue;
+            }
+
+            k = (j == 1) ? NGX_HTTP_REPLAY_LOC_TEMP_FILE
+                         : NGX_HTTP_REPLAY_LOC_IN_FLIGHT;
+
+            if (json) {
+                p = ngx_sprintf(p, "%uA", slots[k]);
+                continue;
+            }
+
+            p = ngx_sprintf(p, "%V{location=\"", &ngx_http_replay_loc_names[j]);
+            p = ngx_http_replay_status_escape(p, &loc[i]->name, 0);
+            p = ngx_sprintf(p, "\"} %uA\n", slots[k]);
+        }
+
+        if (json) {
+            *p++ = '}';
+            *p++ = ',';
+        }
+    }
+
+    return p;
+}
+
+
+/*
+ * A location's name as a Prometheus label value (\\, \" and a line feed
+ * escaped) or a JSON string (and control bytes as \u00XX): at most 6
+ * bytes a byte.
+ */
+
+static u_char *
+ngx_http_replay_status_escape(u_char *p, ngx_str_t *name, ngx_uint_t json)
+{
+    u_char  *s, *last;
+
+    last = name->data + name->len;
+
+    for (s = name->data; s < last; s++) {
+
+        if (*s == '"' || *s == '\\') {
+            *p++ = '\\';
+            *p++ = *s;
+            continue;
+        }
+
+        if (*s == '\n') {
+            *p++ = '\\';
+            *p++ = 'n';
+            continue;
+        }
+
+        if (json && (*s < 0x20 || *s == 0x7f)) {
+            p = ngx_sprintf(p, "\\u%04xd", (int) *s);
+            continue;
+        }
+
+        *p++ = *s;
+    }
 
     return p;
 }

@@ -65,8 +65,42 @@ enum {
 #define NGX_HTTP_REPLAY_ST_KEY_CACHE_MISS  (NGX_HTTP_REPLAY_ST_KEY_CACHE + 1)
 
 
+/*
+ * A replay location's gauges: what its requests in progress hold, by
+ * kind (the first NGX_HTTP_REPLAY_MEM_KINDS), in temporary files, and
+ * how many they are.
+ */
+enum {
+    NGX_HTTP_REPLAY_LOC_POOL = 0,
+    NGX_HTTP_REPLAY_LOC_BUFFERS,
+    NGX_HTTP_REPLAY_LOC_ROW,
+    NGX_HTTP_REPLAY_LOC_TLS,
+    NGX_HTTP_REPLAY_LOC_TEMP_FILE,
+    NGX_HTTP_REPLAY_LOC_IN_FLIGHT,
+    NGX_HTTP_REPLAY_LOC_SLOTS
+};
+
+#define NGX_HTTP_REPLAY_MEM_KINDS  (NGX_HTTP_REPLAY_LOC_TLS + 1)
+
+struct ngx_http_replay_status_loc_s {
+    ngx_str_t                       name;            /* the location's */
+    ngx_atomic_t                   *slots;           /* in the zone */
+};
+
+
 /* adds n to a counter; nothing without a status zone */
 void ngx_http_replay_stat(ngx_uint_t slot, ngx_atomic_int_t n);
+
+/* adds n to a location's gauge; nothing without a zone or a location */
+void ngx_http_replay_stat_loc(ngx_http_replay_status_loc_t *loc,
+    ngx_uint_t slot, ngx_atomic_int_t n);
+
+/*
+ * The gauges of the location being configured (one set per location
+ * name), registered when it gets replay_s3_endpoint; NULL on error.
+ */
+ngx_http_replay_status_loc_t *ngx_http_replay_status_location(
+    ngx_conf_t *cf);
 
 /* adds to the memory in use, and raises its peak */
 void ngx_http_replay_stat_memory(ngx_atomic_int_t n);

@@ -935,7 +935,6 @@ static ngx_int_t
 ngx_http_replay_s3_header(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
     ngx_http_upstream_t *u)
 {
-    size_t                       size;
     ngx_uint_t                   status;
     ngx_http_replay_loc_conf_t  *rlcf;
 
@@ -969,19 +968,23 @@ ngx_http_replay_s3_header(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
         u->buffering = 0;
     }
 
-    /*
-     * The response header came in u->buffer; buffered, the pipe adds
-     * proxy_buffers as it needs them, counted whole here.
-     */
-    size = u->conf->buffer_size;
-
-    if (u->buffering) {
-        size += u->conf->bufs.num * u->conf->bufs.size;
+    if (ngx_http_replay_set_type(r, ctx) != NGX_OK) {
+        return ngx_http_replay_refuse(r, ctx);
     }
 
-    if (ngx_http_replay_mem_add(r, ctx, size, "proxy buffers") != NGX_OK
-        || ngx_http_replay_set_type(r, ctx) != NGX_OK)
+    /* the header came in u->buffer: what the request holds now */
+
+    if (ngx_http_replay_mem_measure(r, ctx, NGX_HTTP_REPLAY_MEM_HEADER)
+        != NGX_OK)
     {
+        if (r->main->header_sent) {
+            /* a subrequest's: its main request's response is cut */
+            r->connection->error = 1;
+            ctx->phase = NGX_HTTP_REPLAY_DONE;
+            ngx_http_replay_mem_release(r, ctx);
+            return NGX_ERROR;
+        }
+
         return ngx_http_replay_refuse(r, ctx);
     }
 
@@ -1324,12 +1327,16 @@ ngx_http_replay_refuse(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 }
 
 
-/* the body from S3: counted, and released with its last buffer */
+/*
+ * The body from S3: counted, what the request holds looked at (cheaply),
+ * and the reservation released with its last buffer.
+ */
 
 static ngx_int_t
 ngx_http_replay_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
     off_t                   n;
+    ngx_int_t               rc;
     ngx_chain_t            *cl;
     ngx_http_replay_ctx_t  *ctx;
 
@@ -1358,7 +1365,27 @@ ngx_http_replay_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     if (ctx->last_sent) {
         ctx->phase = NGX_HTTP_REPLAY_DONE;
         ngx_http_replay_mem_release(r, ctx);
+
+        return ngx_http_next_body_filter(r, in);
     }
 
-    return ngx_http_next_body_filter(r, in);
+    rc = ngx_http_next_body_filter(r, in);
+
+    /*
+     * What sending made the request hold (TLS buffers, the pipe's); past
+     * its limit, the response is cut and the connection closed.
+     */
+
+    if (rc != NGX_ERROR
+        && ngx_http_replay_mem_measure(r, ctx, NGX_HTTP_REPLAY_MEM_BODY)
+           != NGX_OK)
+    {
+        r->connection->error = 1;
+        ctx->phase = NGX_HTTP_REPLAY_DONE;
+        ngx_http_replay_mem_release(r, ctx);
+
+        return NGX_ERROR;
+    }
+
+    return rc;
 }

@@ -1,7 +1,8 @@
 # Signing, proven against an S3 server that checks signatures: right
 # credentials are served, a wrong secret or key id is refused by S3 and
-# reported, and no secret reaches a log.  (The test S3 server serves
-# unsigned requests anonymously, so a 200 alone proves nothing.)
+# reported, and no secret reaches a log.  The suite's S3 refuses unsigned
+# requests as a private bucket does (TEST 8), and every block of the suite
+# lists what S3 saw (--- s3_requests, checked by t/lib/ReplayTest.pm).
 
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
@@ -31,6 +32,8 @@ region = ignored
 GET /s3
 --- response_body
 bucket=replays key=games/1/replay.bin
+--- s3_requests
+GET /replays/games/1/replay.bin
 --- no_error_log
 wJalrXUtnFEMI
 
@@ -53,6 +56,8 @@ GET /s3
 --- error_code: 502
 --- response_body_like chomp
 \A<html>\r?\n<head><title>502 Bad Gateway</title></head>
+--- s3_requests
+GET /replays/games/1/replay.bin -> 403 SignatureDoesNotMatch
 --- error_log
 replay: S3 answered 403 SignatureDoesNotMatch for key "games/1/replay.bin"
 --- no_error_log
@@ -76,6 +81,8 @@ aws_secret_access_key = NotTheSecretAtAllNotTheSecretAtAll123456
 --- request
 HEAD /s3
 --- error_code: 502
+--- s3_requests
+HEAD /replays/games/1/replay.bin -> 403 SignatureDoesNotMatch
 --- error_log
 replay: S3 answered 403 (no error code) for key "games/1/replay.bin"
 
@@ -98,6 +105,8 @@ GET /s3
 --- error_code: 502
 --- response_body_like chomp
 \A<html>\r?\n<head><title>502 Bad Gateway</title></head>
+--- s3_requests
+GET /replays/games/1/replay.bin key=AKIDUNKNOWNUNKNOWN00 -> 403 InvalidAccessKeyId
 --- error_log
 replay: S3 answered 403 InvalidAccessKeyId for key "games/1/replay.bin"
 
@@ -115,6 +124,8 @@ replay: S3 answered 403 InvalidAccessKeyId for key "games/1/replay.bin"
 --- request
 GET /s3
 --- error_code: 502
+--- s3_requests
+GET /replays/games/1/replay.bin -> 400 AuthorizationHeaderMalformed
 --- error_log eval
 qr/replay: S3 answered 400 AuthorizationHeaderMalformed for key "games\/1\/replay.bin"/
 
@@ -132,6 +143,8 @@ qr/replay: S3 answered 400 AuthorizationHeaderMalformed for key "games\/1\/repla
 GET /s3
 --- response_body
 bucket=replays key=games/2/replay.bin
+--- s3_requests
+GET /replays/games/2/replay.bin
 --- error_log
 replay: sigv4 string to sign:
 --- no_error_log
@@ -147,12 +160,12 @@ aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
 aws_session_token = FQoGZXIvYXdzEXAMPLETOKEN
 --- config
     location /s3 {
-        replay_s3_endpoint     http://127.0.0.1:19987;
+        replay_s3_endpoint     http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
         replay_s3_bucket       replays;
         replay_s3_credentials  file=../html/token.creds;
         replay_s3_key          games/1/replay.bin;
     }
---- tcp_listen: 19987
+--- tcp_listen: $TEST_NGINX_RAND_PORT_1
 --- tcp_reply eval
 sub {
     my $q = shift;
@@ -181,3 +194,25 @@ headers=authorization,host,range,x-amz-content-sha256,x-amz-date,x-amz-security-
 signed=host;x-amz-content-sha256;x-amz-date;x-amz-security-token
 token=FQoGZXIvYXdzEXAMPLETOKEN
 sha=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+
+
+
+=== TEST 8: the suite's S3 refuses an unsigned request as a private bucket does; its public bucket serves one
+(proxy_pass alone: no signature; the block asks for anonymous access by
+naming the bucket that has it)
+--- config
+    location = /unsigned {
+        proxy_pass  $TEST_NGINX_S3_ENDPOINT/replays/games/1/replay.bin;
+    }
+    location = /public {
+        proxy_pass  $TEST_NGINX_S3_ENDPOINT/$TEST_NGINX_S3_PUBLIC_BUCKET/games/1/replay.bin;
+    }
+--- request eval
+["GET /unsigned", "GET /public"]
+--- error_code eval
+[403, 200]
+--- response_body_like eval
+[qr{<Code>AccessDenied</Code>}, qr{\Abucket=public key=games/1/replay\.bin\n\z}]
+--- s3_requests
+GET /replays/games/1/replay.bin anonymous -> 403 AccessDenied
+GET /public/games/1/replay.bin anonymous -> 200

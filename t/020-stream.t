@@ -1,7 +1,7 @@
 # Streaming from the signature-checking S3 server: bodies byte for byte,
 # headers relayed or dropped, ranges and conditional requests, HEAD, and
 # keys with every character that needs care (one block per key, written by
-# t/gen/stream-special.py).
+# t/gen/stream-special.py).  Each block lists the request S3 saw.
 
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
@@ -36,16 +36,17 @@ GET /s3
 X-Key: games/1/replay.bin
 --- response_body
 bucket=replays key=games/1/replay.bin
---- response_headers
-Content-Length: 38
+--- response_headers eval
+"Content-Length: 38
 Content-Type: application/octet-stream
 Accept-Ranges: bytes
+ETag: " . ReplayTest::etag('games/1/replay.bin') . "
 !x-amz-request-id
-!x-amz-id-2
-!x-amz-meta-mtime
---- response_headers_like
-ETag: "[0-9a-f]{32}"
-Last-Modified: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT
+!x-amz-id-2"
+--- raw_response_headers_like eval
+qr/\r\nLast-Modified: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n/
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -60,6 +61,8 @@ Cookie: session=1
 bucket=replays key=games/8/notes.txt
 --- response_headers
 Content-Type: text/plain; charset=utf-8
+--- s3_requests
+GET /replays/games/8/notes.txt
 
 
 
@@ -72,6 +75,8 @@ X-Key: games/1/replay.bin
 --- response_headers
 Content-Length: 38
 !x-amz-request-id
+--- s3_requests
+HEAD /replays/games/1/replay.bin
 
 
 
@@ -87,6 +92,8 @@ bucket
 --- response_headers
 Content-Range: bytes 0-5/38
 Content-Length: 6
+--- s3_requests
+GET /replays/games/1/replay.bin Range: bytes=0-5 -> 206
 
 
 
@@ -101,6 +108,8 @@ Range: bytes=26214400-26214499
 substr(ReplayTest::fixture('big/50mib.bin'), 26214400, 100)
 --- response_headers
 Content-Range: bytes 26214400-26214499/52428800
+--- s3_requests
+GET /replays/big/50mib.bin Range: bytes=26214400-26214499 -> 206
 
 
 
@@ -117,6 +126,8 @@ Range: bytes=27-
 replay.bin
 --- response_headers
 Content-Range: bytes 27-37/38
+--- s3_requests
+GET /replays/games/1/replay.bin Range: bytes=27- -> 206
 
 
 
@@ -129,6 +140,8 @@ Range: bytes=100-200
 --- error_code: 416
 --- response_body_like chomp
 \A<html>\r?\n<head><title>416 Requested Range Not Satisfiable</title></head>
+--- s3_requests
+GET /replays/games/1/replay.bin Range: bytes=100-200 -> 416 InvalidRange
 --- error_log
 replay: S3 answered 416 InvalidRange for key "games/1/replay.bin"
 
@@ -141,6 +154,8 @@ GET /s3
 "X-Key: games/1/replay.bin\nIf-None-Match: " . ReplayTest::etag('games/1/replay.bin')
 --- error_code: 304
 --- response_body
+--- s3_requests
+GET /replays/games/1/replay.bin -> 304
 
 
 
@@ -152,6 +167,8 @@ X-Key: games/1/replay.bin
 If-None-Match: "00000000000000000000000000000000"
 --- response_body
 bucket=replays key=games/1/replay.bin
+--- s3_requests
+GET /replays/games/1/replay.bin -> 200
 
 
 
@@ -163,6 +180,8 @@ X-Key: games/1/replay.bin
 If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT
 --- error_code: 304
 --- response_body
+--- s3_requests
+GET /replays/games/1/replay.bin -> 304
 
 
 
@@ -177,6 +196,8 @@ X-Key: games/7/missing.bin
 --- response_headers
 Content-Type: text/html
 !x-amz-request-id
+--- s3_requests
+GET /replays/games/7/missing.bin -> 404 NoSuchKey
 --- error_log
 replay: S3 answered 404 NoSuchKey for key "games/7/missing.bin"
 
@@ -192,6 +213,8 @@ X-Key: big/50mib.bin
 ReplayTest::fixture('big/50mib.bin')
 --- response_headers
 Content-Length: 52428800
+--- s3_requests
+GET /replays/big/50mib.bin
 
 
 
@@ -204,6 +227,7 @@ X-Key: games/1/replay.bin
 --- error_code: 405
 --- response_headers
 Allow: GET, HEAD
+--- no_s3_request
 --- error_log
 replay: method POST not allowed
 
@@ -213,6 +237,7 @@ replay: method POST not allowed
 --- request
 GET /s3
 --- error_code: 404
+--- no_s3_request
 --- error_log
 replay: the object key is empty
 
@@ -224,6 +249,7 @@ GET /s3
 --- more_headers eval
 "X-Key: long/" . ("k" x 1020)
 --- error_code: 400
+--- no_s3_request
 --- error_log
 replay: the object key of the request is 1025 bytes long, S3 allows 1024
 
@@ -241,6 +267,8 @@ replay: the object key of the request is 1025 bytes long, S3 allows 1024
 GET /games/2/replay
 --- response_body
 bucket=replays key=games/2/replay.bin
+--- s3_requests
+GET /replays/games/2/replay.bin
 
 
 
@@ -258,6 +286,8 @@ GET /s3
 X-Key: games/1/replay.bin
 --- response_body
 bucket=other key=games/1/replay.bin
+--- s3_requests
+GET /other/games/1/replay.bin
 
 
 
@@ -278,10 +308,12 @@ GET /s3
 X-Key: special/all !$&'()*+,;=:@~%?#.bin
 --- response_body
 bucket=replays key=special/all !$&'()*+,;=:@~%?#.bin
---- response_headers_like
-X-Uri: ^/replays/special/all%20%21%24%26%27%28%29%2A%2B%2C%3B%3D%3A%40~%25%3F%23\.bin$
-X-Host: ^127\.0\.0\.1:\d+$
-X-Key: ^special/all !\$&'\(\)\*\+,;=:@~%\?#\.bin$
+--- response_headers eval
+"X-Uri: /replays/special/all%20%21%24%26%27%28%29%2A%2B%2C%3B%3D%3A%40~%25%3F%23.bin
+X-Host: 127.0.0.1:$ENV{TEST_NGINX_S3_PORT}
+X-Key: special/all !\$&'()*+,;=:\@~%?#.bin"
+--- s3_requests
+GET /replays/special/all%20%21%24%26%27%28%29%2A%2B%2C%3B%3D%3A%40~%25%3F%23.bin
 
 
 
@@ -305,373 +337,481 @@ X-Key: games/1/replay.bin
 --- response_headers
 X-Uri: /games/1/replay.bin
 X-Host: replays.127.0.0.1:1
+--- no_s3_request
 --- error_log
 connect() failed (111: Connection refused)
 
 
 
-=== TEST 20: key special/a b.bin
+=== TEST 20: S3's metadata: the headers meant for clients are relayed, S3's own (x-amz-*) dropped
+--- request
+GET /s3
+--- more_headers
+X-Key: games/9/meta.bin
+--- response_body
+bucket=replays key=games/9/meta.bin
+--- response_headers
+Content-Type: application/x-replay
+Cache-Control: public, max-age=3600
+Content-Disposition: attachment; filename="from-s3.replay"
+Content-Language: en
+Expires: Thu, 01 Jan 2037 00:00:00 GMT
+!x-amz-meta-mtime
+!x-amz-meta-uploaded-by
+!x-amz-storage-class
+!x-amz-website-redirect-location
+!x-amz-request-id
+!x-amz-id-2
+--- s3_requests
+GET /replays/games/9/meta.bin
+
+
+
+=== TEST 21: ... and the same on HEAD
+--- request
+HEAD /s3
+--- more_headers
+X-Key: games/9/meta.bin
+--- response_body
+--- response_headers
+Content-Length: 36
+Cache-Control: public, max-age=3600
+Content-Language: en
+!x-amz-meta-mtime
+!x-amz-storage-class
+!x-amz-request-id
+--- s3_requests
+HEAD /replays/games/9/meta.bin
+
+
+
+=== TEST 22: key special/a b.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/a b.bin
 --- response_body
 bucket=replays key=special/a b.bin
+--- s3_requests
+GET /replays/special/a%20b.bin
 
 
 
-=== TEST 21: key special/a+b.bin
+=== TEST 23: key special/a+b.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/a+b.bin
 --- response_body
 bucket=replays key=special/a+b.bin
+--- s3_requests
+GET /replays/special/a%2Bb.bin
 
 
 
-=== TEST 22: key special/bang!.bin
+=== TEST 24: key special/bang!.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/bang!.bin
 --- response_body
 bucket=replays key=special/bang!.bin
+--- s3_requests
+GET /replays/special/bang%21.bin
 
 
 
-=== TEST 23: key special/dollar$.bin
+=== TEST 25: key special/dollar$.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/dollar$.bin
 --- response_body
 bucket=replays key=special/dollar$.bin
+--- s3_requests
+GET /replays/special/dollar%24.bin
 
 
 
-=== TEST 24: key special/amp&.bin
+=== TEST 26: key special/amp&.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/amp&.bin
 --- response_body
 bucket=replays key=special/amp&.bin
+--- s3_requests
+GET /replays/special/amp%26.bin
 
 
 
-=== TEST 25: key special/apos'.bin
+=== TEST 27: key special/apos'.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/apos'.bin
 --- response_body
 bucket=replays key=special/apos'.bin
+--- s3_requests
+GET /replays/special/apos%27.bin
 
 
 
-=== TEST 26: key special/paren().bin
+=== TEST 28: key special/paren().bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/paren().bin
 --- response_body
 bucket=replays key=special/paren().bin
+--- s3_requests
+GET /replays/special/paren%28%29.bin
 
 
 
-=== TEST 27: key special/star*.bin
+=== TEST 29: key special/star*.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/star*.bin
 --- response_body
 bucket=replays key=special/star*.bin
+--- s3_requests
+GET /replays/special/star%2A.bin
 
 
 
-=== TEST 28: key special/comma,.bin
+=== TEST 30: key special/comma,.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/comma,.bin
 --- response_body
 bucket=replays key=special/comma,.bin
+--- s3_requests
+GET /replays/special/comma%2C.bin
 
 
 
-=== TEST 29: key special/semi;.bin
+=== TEST 31: key special/semi;.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/semi;.bin
 --- response_body
 bucket=replays key=special/semi;.bin
+--- s3_requests
+GET /replays/special/semi%3B.bin
 
 
 
-=== TEST 30: key special/eq=.bin
+=== TEST 32: key special/eq=.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/eq=.bin
 --- response_body
 bucket=replays key=special/eq=.bin
+--- s3_requests
+GET /replays/special/eq%3D.bin
 
 
 
-=== TEST 31: key special/colon:.bin
+=== TEST 33: key special/colon:.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/colon:.bin
 --- response_body
 bucket=replays key=special/colon:.bin
+--- s3_requests
+GET /replays/special/colon%3A.bin
 
 
 
-=== TEST 32: key special/at@.bin
+=== TEST 34: key special/at@.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/at@.bin
 --- response_body
 bucket=replays key=special/at@.bin
+--- s3_requests
+GET /replays/special/at%40.bin
 
 
 
-=== TEST 33: key special/tilde~.bin
+=== TEST 35: key special/tilde~.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/tilde~.bin
 --- response_body
 bucket=replays key=special/tilde~.bin
+--- s3_requests
+GET /replays/special/tilde~.bin
 
 
 
-=== TEST 34: key special/pct%.bin
+=== TEST 36: key special/pct%.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/pct%.bin
 --- response_body
 bucket=replays key=special/pct%.bin
+--- s3_requests
+GET /replays/special/pct%25.bin
 
 
 
-=== TEST 35: key special/pct%20.bin
+=== TEST 37: key special/pct%20.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/pct%20.bin
 --- response_body
 bucket=replays key=special/pct%20.bin
+--- s3_requests
+GET /replays/special/pct%2520.bin
 
 
 
-=== TEST 36: key special/pct%2F.bin
+=== TEST 38: key special/pct%2F.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/pct%2F.bin
 --- response_body
 bucket=replays key=special/pct%2F.bin
+--- s3_requests
+GET /replays/special/pct%252F.bin
 
 
 
-=== TEST 37: key special/q?.bin
+=== TEST 39: key special/q?.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/q?.bin
 --- response_body
 bucket=replays key=special/q?.bin
+--- s3_requests
+GET /replays/special/q%3F.bin
 
 
 
-=== TEST 38: key special/hash#.bin
+=== TEST 40: key special/hash#.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/hash#.bin
 --- response_body
 bucket=replays key=special/hash#.bin
+--- s3_requests
+GET /replays/special/hash%23.bin
 
 
 
-=== TEST 39: key special/all !$&'()*+,;=:@~%?#.bin
+=== TEST 41: key special/all !$&'()*+,;=:@~%?#.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/all !$&'()*+,;=:@~%?#.bin
 --- response_body
 bucket=replays key=special/all !$&'()*+,;=:@~%?#.bin
+--- s3_requests
+GET /replays/special/all%20%21%24%26%27%28%29%2A%2B%2C%3B%3D%3A%40~%25%3F%23.bin
 
 
 
-=== TEST 40: key special/other "<>\^`{|}[].bin
+=== TEST 42: key special/other "<>\^`{|}[].bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/other "<>\^`{|}[].bin
 --- response_body
 bucket=replays key=special/other "<>\^`{|}[].bin
+--- s3_requests
+GET /replays/special/other%20%22%3C%3E%5C%5E%60%7B%7C%7D%5B%5D.bin
 
 
 
-=== TEST 41: key special/café.bin
+=== TEST 43: key special/café.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/café.bin
 --- response_body
 bucket=replays key=special/café.bin
+--- s3_requests
+GET /replays/special/caf%C3%A9.bin
 
 
 
-=== TEST 42: key special/日本/リプレイ.bin
+=== TEST 44: key special/日本/リプレイ.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/日本/リプレイ.bin
 --- response_body
 bucket=replays key=special/日本/リプレイ.bin
+--- s3_requests
+GET /replays/special/%E6%97%A5%E6%9C%AC/%E3%83%AA%E3%83%97%E3%83%AC%E3%82%A4.bin
 
 
 
-=== TEST 43: key special/dots/../up.bin: refused
+=== TEST 45: key special/dots/../up.bin: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: special/dots/../up.bin
 --- error_code: 404
+--- no_s3_request
 --- error_log
 replay: the object key "special/dots/../up.bin" has an empty, "." or ".." segment
 
 
 
-=== TEST 44: key special/up.bin
+=== TEST 46: key special/up.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/up.bin
 --- response_body
 bucket=replays key=special/up.bin
+--- s3_requests
+GET /replays/special/up.bin
 
 
 
-=== TEST 45: key special/dot/./here.bin: refused
+=== TEST 47: key special/dot/./here.bin: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: special/dot/./here.bin
 --- error_code: 404
+--- no_s3_request
 --- error_log
 replay: the object key "special/dot/./here.bin" has an empty, "." or ".." segment
 
 
 
-=== TEST 46: key special/dot/here.bin
+=== TEST 48: key special/dot/here.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/dot/here.bin
 --- response_body
 bucket=replays key=special/dot/here.bin
+--- s3_requests
+GET /replays/special/dot/here.bin
 
 
 
-=== TEST 47: key special//double-slash.bin: refused
+=== TEST 49: key special//double-slash.bin: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: special//double-slash.bin
 --- error_code: 404
+--- no_s3_request
 --- error_log
 replay: the object key "special//double-slash.bin" has an empty, "." or ".." segment
 
 
 
-=== TEST 48: key special/double-slash.bin
+=== TEST 50: key special/double-slash.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: special/double-slash.bin
 --- response_body
 bucket=replays key=special/double-slash.bin
+--- s3_requests
+GET /replays/special/double-slash.bin
 
 
 
-=== TEST 49: key special/trailing/: refused
+=== TEST 51: key special/trailing/: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: special/trailing/
 --- error_code: 404
+--- no_s3_request
 --- error_log
 replay: the object key "special/trailing/" has an empty, "." or ".." segment
 
 
 
-=== TEST 50: key special/trailing
+=== TEST 52: key special/trailing
 --- request
 GET /s3
 --- more_headers
 X-Key: special/trailing
 --- response_body
 bucket=replays key=special/trailing
+--- s3_requests
+GET /replays/special/trailing
 
 
 
-=== TEST 51: key /leading-slash.bin: refused
+=== TEST 53: key /leading-slash.bin: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: /leading-slash.bin
 --- error_code: 404
+--- no_s3_request
 --- error_log
 replay: the object key "/leading-slash.bin" has an empty, "." or ".." segment
 
 
 
-=== TEST 52: key leading-slash.bin
+=== TEST 54: key leading-slash.bin
 --- request
 GET /s3
 --- more_headers
 X-Key: leading-slash.bin
 --- response_body
 bucket=replays key=leading-slash.bin
+--- s3_requests
+GET /replays/leading-slash.bin
 
 
 
-=== TEST 53: key ../other/secret.txt: refused
+=== TEST 55: key ../other/secret.txt: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: ../other/secret.txt
 --- error_code: 404
+--- no_s3_request
 --- error_log
 replay: the object key "../other/secret.txt" has an empty, "." or ".." segment
 
 
 
-=== TEST 54: key /other/secret.txt: refused
+=== TEST 56: key /other/secret.txt: refused
 --- request
 GET /s3
 --- more_headers
 X-Key: /other/secret.txt
 --- error_code: 404
+--- no_s3_request
 --- error_log
 replay: the object key "/other/secret.txt" has an empty, "." or ".." segment
 
 
 
-=== TEST 55: key long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk... (1024 bytes)
+=== TEST 57: key long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk... (1024 bytes)
 --- request
 GET /s3
 --- more_headers
 X-Key: long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk
 --- response_body
 bucket=replays key=long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk
+--- s3_requests
+GET /replays/long/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk
 

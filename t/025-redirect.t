@@ -1,6 +1,7 @@
-# Redirect mode: a presigned URL instead of the body.  The URL is fetched
-# straight from the S3 server with curl: the right bytes, and 403 once
-# tampered with.
+# Redirect mode: a presigned URL instead of the body.  nginx does not ask
+# S3; the URL is fetched straight from the S3 server with curl, as a client
+# would: the right bytes, 403 once tampered with, once expired, or with
+# another method than the one it was signed for.
 
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
@@ -38,9 +39,23 @@ add_response_body_check(sub {
 no_shuffle();
 run_tests();
 
+
+# The Location a client gets for METHOD /link, asked with curl.
+sub location_for {
+    my ($method) = @_;
+
+    my (undef, undef, $head) = ReplayTest::curl_get(
+        "http://127.0.0.1:$Test::Nginx::Util::ServerPortForClient/link",
+        $method);
+
+    my ($url) = $head =~ /^Location: (\S+)\r?$/mi;
+    return $url // '';
+}
+
+
 __DATA__
 
-=== TEST 1: 302 with a presigned Location, not cacheable
+=== TEST 1: 302 with a presigned Location, not cacheable; S3 is not asked
 --- config
     location /link {
         replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
@@ -54,8 +69,9 @@ GET /link
 --- error_code: 302
 --- response_headers
 Cache-Control: no-store
---- response_headers_like
-Location: ^http://127\.0\.0\.1:\d+/replays/games/1/replay\.bin\?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F\d{8}%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=\d{8}T\d{6}Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=[0-9a-f]{64}$
+--- raw_response_headers_like eval
+qr{\r\nLocation: http://127\.0\.0\.1:\d+/replays/games/1/replay\.bin\?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F\d{8}%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=\d{8}T\d{6}Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=[0-9a-f]{64}\r\n}
+--- no_s3_request
 
 
 
@@ -74,6 +90,7 @@ GET /link
 --- error_code: 307
 --- response_headers_like
 Location: .*&X-Amz-Expires=60&.*
+--- no_s3_request
 
 
 
@@ -96,6 +113,10 @@ GET /link
 --- presigned_key: games/1/replay.bin
 --- response_body_like chomp
 ^http://127\.0\.0\.1:\d+/replays/games/1/replay\.bin\?X-Amz-
+--- s3_requests
+GET /replays/games/1/replay.bin presigned -> 200
+GET /replays/games/1/replay.bin presigned -> 403 SignatureDoesNotMatch
+GET /replays/games/2/replay.bin presigned -> 403 SignatureDoesNotMatch
 
 
 
@@ -118,6 +139,10 @@ GET /link
 --- presigned_key: big/50mib.bin
 --- response_body_like chomp
 /replays/big/50mib\.bin\?
+--- s3_requests
+GET /replays/big/50mib.bin presigned -> 200
+GET /replays/big/50mib.bin presigned -> 403 SignatureDoesNotMatch
+GET /replays/games/2/replay.bin presigned -> 403 SignatureDoesNotMatch
 
 
 
@@ -142,10 +167,14 @@ X-Key: special/all !$&'()*+,;=:@~%?#.bin
 --- presigned_key: special/all !$&'()*+,;=:@~%?#.bin
 --- response_body_like chomp
 /replays/special/all%20%21%24%26%27%28%29%2A%2B%2C%3B%3D%3A%40~%25%3F%23\.bin\?
+--- s3_requests
+GET /replays/special/all%20%21%24%26%27%28%29%2A%2B%2C%3B%3D%3A%40~%25%3F%23.bin presigned -> 200
+GET /replays/special/all%20%21%24%26%27%28%29%2A%2B%2C%3B%3D%3A%40~%25%3F%23.bin presigned -> 403 SignatureDoesNotMatch
+GET /replays/games/2/replay.bin presigned -> 403 SignatureDoesNotMatch
 
 
 
-=== TEST 6: HEAD gets a URL presigned for HEAD
+=== TEST 6: HEAD gets a URL presigned for HEAD: curl's HEAD of it is served, a GET of it refused
 --- config
     location /link {
         replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
@@ -157,5 +186,56 @@ X-Key: special/all !$&'()*+,;=:@~%?#.bin
 --- request
 HEAD /link
 --- error_code: 302
---- response_headers_like
-Location: .*&X-Amz-Signature=[0-9a-f]{64}
+--- raw_response_headers_like eval
+qr{\r\nLocation: http://127\.0\.0\.1:\d+/replays/games/1/replay\.bin\?X-Amz-.*&X-Amz-Signature=[0-9a-f]{64}\r\n}
+--- after_request eval
+[sub {
+    my $url = main::location_for('HEAD');
+    my ($code, $body, $head) = ReplayTest::curl_get($url, 'HEAD');
+    Test::More::is($code, 200, 'TEST 6: curl HEAD of the HEAD URL is served');
+    Test::More::like($head, qr/^Content-Length: 38\r?$/mi,
+                     'TEST 6: ... with the object\'s length');
+    ($code) = ReplayTest::curl_get($url);
+    Test::More::is($code, 403, 'TEST 6: a GET of the HEAD URL is refused');
+}]
+--- s3_requests
+HEAD /replays/games/1/replay.bin presigned -> 200
+GET /replays/games/1/replay.bin presigned -> 403 SignatureDoesNotMatch
+
+
+
+=== TEST 7: a presigned URL works until it expires, then S3 refuses it
+(X-Amz-Date has whole seconds: 2 s from signing is at least 1 s from now)
+--- config
+    location /link {
+        replay_s3_endpoint      $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_bucket        replays;
+        replay_s3_credentials   env;
+        replay_s3_key           games/1/replay.bin;
+        replay_redirect         302;
+        replay_presign_expires  2s;
+        error_page 302 = /show-location;
+    }
+    location = /show-location {
+        internal;
+        return 200 "$sent_http_location\n";
+    }
+--- request
+GET /link
+--- response_body_like chomp
+&X-Amz-Expires=2&
+--- after_request eval
+[sub {
+    my ($block, $body) = @_;
+    CORE::chomp(my $url = $body);
+    my ($code) = ReplayTest::curl_get($url);
+    Test::More::is($code, 200, 'TEST 7: served before it expires');
+    Time::HiRes::sleep(3.1);
+    ($code, my $xml) = ReplayTest::curl_get($url);
+    Test::More::is($code, 403, 'TEST 7: refused after it expired');
+    Test::More::like($xml, qr{<Message>Request has expired</Message>},
+                     'TEST 7: ... because it expired');
+}]
+--- s3_requests
+GET /replays/games/1/replay.bin presigned -> 200
+GET /replays/games/1/replay.bin presigned -> 403 AccessDenied

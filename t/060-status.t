@@ -1,137 +1,21 @@
 # What operators see: the replay_status endpoint (Prometheus text and
-# JSON), its counters moving by exactly what each block did; the timing
-# variables; the Server-Timing header.
+# JSON), its counters moving by exactly what each block did, one block per
+# outcome (ok, not_found, bad_request, db_error, s3_error, timeout of S3's
+# connect, of its read and of the database query, budget by a full queue
+# and by its timeout, memory_limit, client_closed, incomplete); the timing
+# variables and the Server-Timing header, shown non-zero where the work
+# took time (a query with pg_sleep, an S3 that answers late).
 #
-# Each block that reads counters starts its own nginx and makes every
-# request it counts itself, the status request last.
+# Each block starts its own nginx and makes every request it counts
+# itself, the status request last ("--- status_counters", checked by
+# t/lib/ReplayTest.pm: every outcome it does not name must be 0).
 
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use ReplayTest;
 
 use JSON::PP ();
-
-# the samples each block's status response must show, by block number;
-# every other sample of replay_requests_total must be 0
-my %expect = (
-    1 => {
-        'replay_requests_total{outcome="ok"}' => 1,
-        'replay_requests_total{outcome="not_found"}' => 1,
-        'replay_requests_total{outcome="bad_request"}' => 1,
-        'replay_responses_total{status="2xx"}' => 1,
-        'replay_responses_total{status="4xx"}' => 2,
-        'replay_responses_total{status="5xx"}' => 0,
-        'replay_sent_bytes_total' => 38,
-        'replay_requests_in_flight' => 0,
-        'replay_memory_bytes' => 0,
-        'replay_memory_reserved_bytes' => 0,
-        'replay_s3_responses_total{status="2xx"}' => 1,
-        'replay_s3_responses_total{status="4xx"}' => 1,
-        'replay_s3_first_byte_seconds_bucket{le="+Inf"}' => 2,
-        'replay_s3_first_byte_seconds_count' => 2,
-        'replay_db_connects_total' => 0,
-    },
-    3 => {
-        'replay_requests_total{outcome="ok"}' => 1,
-        'replay_requests_total{outcome="not_found"}' => 1,
-        'replay_requests_total{outcome="bad_request"}' => 1,
-        'replay_requests_total{outcome="db_error"}' => 1,
-        'replay_db_connects_total' => 1,
-        'replay_db_connect_failures_total' => 0,
-        'replay_db_query_errors_total' => 1,
-        'replay_db_query_timeouts_total' => 0,
-        'replay_db_connections{state="idle"}' => 1,
-        'replay_db_connections{state="busy"}' => 0,
-        'replay_db_waiting_requests' => 0,
-        'replay_s3_responses_total{status="2xx"}' => 1,
-        'replay_requests_in_flight' => 0,
-    },
-    4 => {
-        'replay_requests_total{outcome="ok"}' => 2,
-        'replay_requests_total{outcome="budget"}' => 1,
-        'replay_budget_waits_total' => 1,
-        'replay_budget_rejects_total{reason="queue_full"}' => 1,
-        'replay_budget_rejects_total{reason="timeout"}' => 0,
-        'replay_budget_waiting_requests' => 0,
-        'replay_memory_reserved_bytes' => 0,
-        'replay_memory_bytes' => 0,
-        'replay_requests_in_flight' => 0,
-    },
-    5 => {
-        'replay_requests_total{outcome="s3_error"}' => 1,
-        'replay_responses_total{status="5xx"}' => 1,
-        'replay_s3_responses_total{status="5xx"}' => 1,
-        'replay_s3_first_byte_seconds_count' => 1,
-        'replay_sent_bytes_total' => 0,
-    },
-    6 => {
-        'replay_requests_total{outcome="timeout"}' => 1,
-        'replay_responses_total{status="5xx"}' => 1,
-        'replay_s3_first_byte_seconds_count' => 0,
-    },
-    7 => {
-        'replay_requests_total{outcome="incomplete"}' => 1,
-        'replay_responses_total{status="2xx"}' => 1,
-        'replay_sent_bytes_total' => 10,
-    },
-    8 => {
-        'replay_requests_total{outcome="ok"}' => 1,
-        'replay_responses_total{status="3xx"}' => 1,
-        'replay_s3_first_byte_seconds_count' => 0,
-    },
-);
-
-# the same for a status response in JSON
-my %expect_json = (
-    2 => sub {
-        my ($j) = @_;
-
-        Test::More::is($j->{replay_requests_total}{ok}, 1, 'TEST 2: ok');
-        Test::More::is($j->{replay_sent_bytes_total}, 38, 'TEST 2: bytes');
-        Test::More::is($j->{replay_memory_bytes}, 0, 'TEST 2: memory');
-        Test::More::ok($j->{replay_memory_peak_bytes} > 4096,
-                       'TEST 2: memory peak');
-
-        my $h = $j->{replay_s3_first_byte_seconds};
-
-        Test::More::is($h->{count}, 1, 'TEST 2: histogram count');
-        Test::More::is($h->{buckets}{'+Inf'}, 1, 'TEST 2: +Inf bucket');
-        Test::More::ok($h->{buckets}{'0.005'} <= $h->{buckets}{'10'},
-                       'TEST 2: buckets are cumulative');
-        Test::More::ok($h->{sum} > 0 && $h->{sum} < 10,
-                       'TEST 2: histogram sum');
-    },
-);
-
-add_response_body_check(sub {
-    my ($block, $body, $req_idx, $repeated, $dry_run) = @_;
-
-    return if $dry_run || !defined $body;
-
-    my ($name, $n) = $block->name =~ /\b(TEST (\d+)):/;
-
-    if ($body =~ /\A\{/ && $expect_json{$n}) {
-        my $j = eval { JSON::PP::decode_json($body) };
-        Test::More::ok($j, "$name: the JSON parses") or return;
-        $expect_json{$n}->($j);
-        return;
-    }
-
-    return if $body !~ /\A# HELP /;
-
-    my $want = $expect{$n} or return;
-
-    my $samples = main::prometheus($body, $name);
-
-    for my $k (sort keys %$want) {
-        Test::More::is($samples->{$k}, $want->{$k}, "$name: $k");
-    }
-
-    my @other = grep { /^replay_requests_total/ && !exists $want->{$_}
-                       && $samples->{$_} != 0 } sort keys %$samples;
-
-    Test::More::is("@other", '', "$name: no other outcome counted");
-});
+use Time::HiRes ();
 
 # the release the module says it is
 our $replay_version = do {
@@ -145,42 +29,103 @@ no_shuffle();
 run_tests();
 
 
-# The samples of a Prometheus text exposition, by name and labels; its
-# format is checked on the way: a HELP and a TYPE line before each
-# family's samples.
-sub prometheus {
-    my ($text, $name) = @_;
+# The histogram's buckets, from a Prometheus text, in the order of their
+# bounds: [[le, count], ...].
+sub prometheus_buckets {
+    my ($text) = @_;
 
-    my (%samples, %typed, @bad);
+    my @b = $text =~ /^replay_s3_first_byte_seconds_bucket\{le="([^"]+)"\} (\d+)$/mg;
+    my @pairs;
+    push @pairs, [splice @b, 0, 2] while @b;
+    return @pairs;
+}
 
-    for my $line (split /\n/, $text) {
-        if ($line =~ /^# (HELP|TYPE) ([a-z0-9_]+) (.+)$/) {
-            $typed{$2}{$1} = $3;
-            next;
+# A histogram is whole and cumulative: twelve buckets from 0.005 to +Inf,
+# counts never falling, +Inf the count.
+sub histogram_ok {
+    my ($name, $buckets, $count) = @_;
+
+    my @le = map { $_->[0] } @$buckets;
+    Test::More::is("@le", '0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf',
+                   "$name - the histogram's buckets");
+
+    my @falls = grep { $buckets->[$_][1] < $buckets->[$_ - 1][1] }
+                1 .. $#$buckets;
+    Test::More::is("@falls", '', "$name - the buckets are cumulative");
+    Test::More::is(@$buckets ? $buckets->[-1][1] : undef, $count,
+                   "$name - +Inf holds every response");
+}
+
+# TEST 22: each location's gauges while a request is in flight (requests
+# 0 and 1: Prometheus, JSON) and once it has gone (request 2).
+our $held;
+
+sub location_gauges {
+    my ($body, $idx) = @_;
+
+    my (%mem, %other, $in, $total, $temp);
+
+    if ($idx == 1) {
+        my $j = eval { JSON::PP::decode_json($body) };
+        Test::More::ok($j, 'TEST 22: the JSON parses') or return;
+
+        %mem = %{$j->{replay_location_memory_bytes}{'/s3'}};
+        %other = %{$j->{replay_location_memory_bytes}{'^/a"b\\d$'}};
+        $in = $j->{replay_location_requests_in_flight}{'/s3'};
+        $temp = $j->{replay_location_temp_file_bytes}{'/s3'};
+        $total = $j->{replay_memory_bytes};
+
+    } else {
+        my $samples = ReplayTest::prometheus($body, "TEST 22 ($idx)");
+
+        for my $k (qw(pool buffers row tls)) {
+            $mem{$k} = $samples->{"replay_location_memory_bytes{location=\"/s3\",kind=\"$k\"}"};
+            $other{$k} = $samples->{"replay_location_memory_bytes{location=\"^/a\\\"b\\\\d\$\",kind=\"$k\"}"};
         }
 
-        if ($line =~ /^(([a-z0-9_]+?)(?:_bucket|_sum|_count)?(?:\{[a-z_]+="[^"]*"\})?) (\d+(?:\.\d+)?)$/
-            && ($typed{$2} || $typed{$1}))
-        {
-            $samples{$1} = $3;
-            next;
-        }
-
-        push @bad, $line;
+        $in = $samples->{'replay_location_requests_in_flight{location="/s3"}'};
+        $temp = $samples->{'replay_location_temp_file_bytes{location="/s3"}'};
+        $total = $samples->{replay_memory_bytes};
     }
 
-    my @untyped = grep { !($typed{$_}{HELP} && $typed{$_}{TYPE}) }
-                  keys %typed;
+    my $name = "TEST 22 (" . ($idx == 1 ? 'JSON' : $idx ? 'after' : 'Prometheus') . ")";
+    my $sum = 0;
+    $sum += $_ // 0 for values %mem;
 
-    Test::More::is("@bad@untyped", '', "$name: Prometheus text format");
+    Test::More::is(join(' ', map { $other{$_} // 'none' } qw(pool buffers row tls)),
+                   '0 0 0 0', "$name: the other location holds nothing");
+    Test::More::is($temp, 0, "$name: no temporary file");
 
-    return \%samples;
+    if ($idx == 2) {
+        Test::More::is("$in $sum $total", '0 0 0',
+                       "$name: nothing in flight, nothing held");
+        return;
+    }
+
+    Test::More::is($in, 1, "$name: one request in flight");
+    Test::More::ok($mem{buffers} >= 65536 && $mem{pool} > 4096
+                   && $mem{row} == 0 && $mem{tls} == 0,
+                   "$name: its 64k buffer and its pool "
+                   . "($mem{buffers}, $mem{pool})");
+    Test::More::is($sum, $total, "$name: the kinds add up to "
+                   . "replay_memory_bytes");
+}
+
+# The access log's "name=seconds" values.
+sub logged_times {
+    my $file = Test::Nginx::Util::server_root() . '/logs/access.log';
+
+    open my $fh, '<', $file or die "$file: $!";
+    my @lines = <$fh>;
+    close $fh;
+
+    return map { +{ /(\w+)=([\d.]+|-)/g } } @lines;
 }
 
 
 __DATA__
 
-=== TEST 1: Prometheus: requests by outcome and status, S3's answers, bytes, memory
+=== TEST 1: Prometheus: requests by outcome and status, S3's answers, bytes, memory, a whole histogram
 --- config
     replay_s3_bucket       replays;
     replay_s3_credentials  env;
@@ -195,22 +140,49 @@ __DATA__
     }
 --- request eval
 [
+    "POST /s3?key=games/1/replay.bin\nx",
     "GET /s3?key=games/1/replay.bin",
     "GET /s3?key=games/7/missing.bin",
-    "POST /s3?key=games/1/replay.bin\nx",
     "GET /status",
 ]
 --- error_code eval
-[200, 404, 405, 200]
+[405, 200, 404, 200]
 --- response_headers_like eval
 ["", "", "", "Content-Type: text/plain; version=0.0.4; charset=utf-8"]
 --- response_body_like eval
 [
+    qr/405/,
     qr/\Abucket=replays key=games\/1\/replay\.bin\n\z/,
     qr/<title>404 Not Found<\/title>/,
-    qr/405/,
     qr/^# TYPE replay_s3_first_byte_seconds histogram$/m,
 ]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="ok"}' => 1,
+    'replay_requests_total{outcome="not_found"}' => 1,
+    'replay_requests_total{outcome="bad_request"}' => 1,
+    'replay_responses_total{status="2xx"}' => 1,
+    'replay_responses_total{status="4xx"}' => 2,
+    'replay_responses_total{status="5xx"}' => 0,
+    'replay_sent_bytes_total' => 38,
+    'replay_requests_in_flight' => 0,
+    'replay_memory_bytes' => 0,
+    'replay_memory_reserved_bytes' => 0,
+    'replay_s3_responses_total{status="2xx"}' => 1,
+    'replay_s3_responses_total{status="4xx"}' => 1,
+    'replay_s3_first_byte_seconds_count' => 2,
+    'replay_db_connects_total' => 0,
+}
+--- after_request eval
+[undef, undef, undef, sub {
+    my ($block, $body) = @_;
+    main::histogram_ok('TEST 1', [main::prometheus_buckets($body)], 2);
+}]
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/7/missing.bin -> 404 NoSuchKey
+--- error_log
+replay: method POST not allowed
 
 
 
@@ -233,6 +205,29 @@ __DATA__
 ["", "Content-Type: application/json"]
 --- response_body_like eval
 [qr/replay\.bin/, qr/\A\{.*\}\n\z/s]
+--- after_request eval
+[undef, sub {
+    my ($block, $body) = @_;
+    my $j = eval { JSON::PP::decode_json($body) };
+    Test::More::ok($j, 'TEST 2: the JSON parses') or return;
+
+    Test::More::is($j->{replay_requests_total}{ok}, 1, 'TEST 2: ok');
+    Test::More::is($j->{replay_sent_bytes_total}, 38, 'TEST 2: bytes');
+    Test::More::is($j->{replay_memory_bytes}, 0, 'TEST 2: memory');
+    Test::More::cmp_ok($j->{replay_memory_peak_bytes} // 0, '>', 4096,
+                       'TEST 2: memory peak');
+
+    my $h = $j->{replay_s3_first_byte_seconds};
+    my %b = %{ $h->{buckets} // {} };
+    my @le = sort { ($a eq '+Inf' ? 1e9 : $a) <=> ($b eq '+Inf' ? 1e9 : $b) }
+             keys %b;
+
+    Test::More::is($h->{count}, 1, 'TEST 2: histogram count');
+    main::histogram_ok('TEST 2', [map { [$_, $b{$_}] } @le], 1);
+    Test::More::ok($h->{sum} > 0 && $h->{sum} < 10, 'TEST 2: histogram sum');
+}]
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -259,18 +254,103 @@ __DATA__
     }
 --- request eval
 [
+    "GET /broken?id=1",
     "GET /game/1",
     "GET /game/999999",
     "GET /game/%FF%FE",
-    "GET /broken?id=1",
     "GET /status",
 ]
 --- error_code eval
-[200, 404, 400, 500, 200]
+[500, 200, 404, 400, 200]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="ok"}' => 1,
+    'replay_requests_total{outcome="not_found"}' => 1,
+    'replay_requests_total{outcome="bad_request"}' => 1,
+    'replay_requests_total{outcome="db_error"}' => 1,
+    'replay_db_connects_total' => 1,
+    'replay_db_connect_failures_total' => 0,
+    'replay_db_query_errors_total' => 1,
+    'replay_db_query_timeouts_total' => 0,
+    'replay_db_connections{state="idle"}' => 1,
+    'replay_db_connections{state="busy"}' => 0,
+    'replay_db_waiting_requests' => 0,
+    'replay_s3_responses_total{status="2xx"}' => 1,
+    'replay_requests_in_flight' => 0,
+}
+--- s3_requests
+GET /replays/games/1/replay.bin
+--- error_log
+replay: database query failed: ERROR: relation "no_such_table" does not exist
 
 
 
-=== TEST 4: the memory budget: waits and refusals
+=== TEST 4: a database that cannot be reached: a connect failure
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    replay_db              "host=127.0.0.1 port=1 dbname=replay user=replay";
+
+    location ~ ^/game/(.*)$ {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url FROM games WHERE id::text = $1"
+                            $1;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- request eval
+["GET /game/1", "GET /status"]
+--- error_code eval
+[503, 200]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="db_error"}' => 1,
+    'replay_responses_total{status="5xx"}' => 1,
+    'replay_db_connects_total' => 0,
+    'replay_db_connect_failures_total' => 1,
+    'replay_db_connections{state="idle"}' => 0,
+}
+--- no_s3_request
+--- error_log
+replay: database connection failed
+
+
+
+=== TEST 5: a query past query_timeout: a query timeout, the request's outcome "timeout"
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    replay_db              "$TEST_NGINX_PG_DSN" query_timeout=200ms;
+
+    location = /sleep {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url FROM games, pg_sleep($1::float8)
+                             WHERE id = 1" $arg_s;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- request eval
+["GET /sleep?s=1", "GET /status"]
+--- error_code eval
+[504, 200]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="timeout"}' => 1,
+    'replay_db_connects_total' => 1,
+    'replay_db_query_timeouts_total' => 1,
+    'replay_db_query_errors_total' => 0,
+}
+--- no_s3_request
+--- error_log
+replay: database query timed out after 200 ms
+
+
+
+=== TEST 6: the memory budget: waits and refusals of a full queue
 --- http_config
     replay_memory_budget  100k queue=1;
 --- config
@@ -292,16 +372,138 @@ __DATA__
 --- init
 my @res = ReplayTest::get_concurrently([map { '/hold?s=0.5' } 1 .. 3]);
 my @codes = sort map { $_->[0] } @res;
-Test::More::is("@codes", '200 200 503', 'TEST 4: 200, 200 and 503');
+Test::More::is("@codes", '200 200 503', 'TEST 6: 200, 200 and 503');
 --- request
 GET /status
+--- status_counters eval
+{
+    'replay_requests_total{outcome="ok"}' => 2,
+    'replay_requests_total{outcome="budget"}' => 1,
+    'replay_budget_waits_total' => 1,
+    'replay_budget_rejects_total{reason="queue_full"}' => 1,
+    'replay_budget_rejects_total{reason="timeout"}' => 0,
+    'replay_budget_waiting_requests' => 0,
+    'replay_memory_reserved_bytes' => 0,
+    'replay_memory_bytes' => 0,
+    'replay_requests_in_flight' => 0,
+}
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
+--- error_log
+is taken
 
 
 
-=== TEST 5: an S3 error
+=== TEST 7: the memory budget: a wait past its timeout
+--- http_config
+    replay_memory_budget  100k timeout=300ms;
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    replay_db              "$TEST_NGINX_PG_DSN";
+
+    location = /hold {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url FROM games, pg_sleep($1::float8)
+                             WHERE id = 1" $arg_s;
+        proxy_buffer_size   64k;
+        proxy_buffers       4 64k;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- init
+ReplayTest::in_background('/hold?s=1');
+--- request eval
+["GET /hold?s=0", "GET /status"]
+--- error_code eval
+[503, 200]
+--- after_request eval
+[sub { ReplayTest::wait_background() }]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="ok"}' => 1,
+    'replay_requests_total{outcome="budget"}' => 1,
+    'replay_budget_waits_total' => 1,
+    'replay_budget_rejects_total{reason="queue_full"}' => 0,
+    'replay_budget_rejects_total{reason="timeout"}' => 1,
+    'replay_budget_waiting_requests' => 0,
+    'replay_memory_reserved_bytes' => 0,
+}
+--- s3_requests
+GET /replays/games/1/replay.bin
+--- error_log
+replay: no room in memory budget 102400 within 300 ms
+
+
+
+=== TEST 8: a row past replay_memory_limit: the outcome "memory_limit"
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    replay_db              "$TEST_NGINX_PG_DSN";
+
+    location ~ ^/game/(.*)$ {
+        replay_s3_endpoint   $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query     "SELECT replay_url, content_type,
+                                     repeat('n', 20000)
+                              FROM games WHERE id::text = $1" $1;
+        replay_memory_limit  16k;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- request eval
+["GET /game/1", "GET /status"]
+--- error_code eval
+[500, 200]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="memory_limit"}' => 1,
+    'replay_responses_total{status="5xx"}' => 1,
+    'replay_memory_bytes' => 0,
+}
+--- no_s3_request
+--- error_log
+replay: the key query's row needs
+
+
+
+=== TEST 9: a client that leaves while its query runs: the outcome "client_closed"
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    replay_db              "$TEST_NGINX_PG_DSN";
+
+    location = /sleep {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url FROM games, pg_sleep($1::float8)
+                             WHERE id = 1" $arg_s;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- init
+ReplayTest::leave_after('/sleep?s=0.5', 0.2);
+--- request
+GET /status
+--- status_counters eval
+{
+    'replay_requests_total{outcome="client_closed"}' => 1,
+    'replay_requests_in_flight' => 0,
+}
+--- no_s3_request
+
+
+
+=== TEST 10: an S3 error
 --- config
     location /s3 {
-        replay_s3_endpoint     http://127.0.0.1:19861;
+        replay_s3_endpoint     http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
         replay_s3_bucket       replays;
         replay_s3_credentials  env;
         replay_s3_key          games/1/replay.bin;
@@ -310,7 +512,7 @@ GET /status
     location = /status {
         replay_status;
     }
---- tcp_listen: 19861
+--- tcp_listen: $TEST_NGINX_RAND_PORT_1
 --- tcp_reply eval
 my $xml = '<Error><Code>InternalError</Code></Error>';
 "HTTP/1.1 500 Internal Server Error\r\nContent-Length: " . length($xml) . "\r\n\r\n$xml"
@@ -318,13 +520,81 @@ my $xml = '<Error><Code>InternalError</Code></Error>';
 ["GET /s3", "GET /status"]
 --- error_code eval
 [502, 200]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="s3_error"}' => 1,
+    'replay_responses_total{status="5xx"}' => 1,
+    'replay_s3_responses_total{status="5xx"}' => 1,
+    'replay_s3_first_byte_seconds_count' => 1,
+    'replay_sent_bytes_total' => 0,
+}
+--- error_log
+replay: S3 answered 500 InternalError
 
 
 
-=== TEST 6: S3 silent past proxy_read_timeout
+=== TEST 11: S3 refuses the connection: an S3 error, no S3 response
 --- config
     location /s3 {
-        replay_s3_endpoint     http://127.0.0.1:19862;
+        replay_s3_endpoint     http://127.0.0.1:1;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- request eval
+["GET /s3", "GET /status"]
+--- error_code eval
+[502, 200]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="s3_error"}' => 1,
+    'replay_responses_total{status="5xx"}' => 1,
+    'replay_s3_responses_total{status="5xx"}' => 0,
+    'replay_s3_first_byte_seconds_count' => 0,
+}
+--- error_log
+connect() failed (111: Connection refused)
+
+
+
+=== TEST 12: S3 never accepts the connection: a timeout
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+        proxy_connect_timeout  300ms;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- init
+ReplayTest::never_accepting(ReplayTest::rand_port(1));
+--- request eval
+["GET /s3", "GET /status"]
+--- error_code eval
+[504, 200]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="timeout"}' => 1,
+    'replay_responses_total{status="5xx"}' => 1,
+    'replay_s3_first_byte_seconds_count' => 0,
+}
+--- error_log
+while connecting to upstream
+
+
+
+=== TEST 13: S3 silent past proxy_read_timeout: a timeout
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
         replay_s3_bucket       replays;
         replay_s3_credentials  env;
         replay_s3_key          games/1/replay.bin;
@@ -334,20 +604,28 @@ my $xml = '<Error><Code>InternalError</Code></Error>';
     location = /status {
         replay_status;
     }
---- tcp_listen: 19862
+--- tcp_listen: $TEST_NGINX_RAND_PORT_1
 --- tcp_no_close
 --- tcp_reply:
 --- request eval
 ["GET /s3", "GET /status"]
 --- error_code eval
 [504, 200]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="timeout"}' => 1,
+    'replay_responses_total{status="5xx"}' => 1,
+    'replay_s3_first_byte_seconds_count' => 0,
+}
+--- error_log
+upstream timed out
 
 
 
-=== TEST 7: a body cut short
+=== TEST 14: a body cut short: incomplete
 --- config
     location /s3 {
-        replay_s3_endpoint     http://127.0.0.1:19863;
+        replay_s3_endpoint     http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
         replay_s3_bucket       replays;
         replay_s3_credentials  env;
         replay_s3_key          games/1/replay.bin;
@@ -356,17 +634,25 @@ my $xml = '<Error><Code>InternalError</Code></Error>';
     location = /status {
         replay_status;
     }
---- tcp_listen: 19863
+--- tcp_listen: $TEST_NGINX_RAND_PORT_1
 --- tcp_reply eval
 "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nonly-ten!!"
 --- request eval
 ["GET /s3", "GET /status"]
 --- response_body_like eval
 [qr/^only-ten!!$/, qr/^# HELP /]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="incomplete"}' => 1,
+    'replay_responses_total{status="2xx"}' => 1,
+    'replay_sent_bytes_total' => 10,
+}
+--- error_log
+upstream prematurely closed connection
 
 
 
-=== TEST 8: a presigned redirect is an ok request, S3 unasked
+=== TEST 15: a presigned redirect is an ok request, S3 unasked
 --- config
     location /s3 {
         replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
@@ -383,10 +669,17 @@ my $xml = '<Error><Code>InternalError</Code></Error>';
 ["GET /s3", "GET /status"]
 --- error_code eval
 [302, 200]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="ok"}' => 1,
+    'replay_responses_total{status="3xx"}' => 1,
+    'replay_s3_first_byte_seconds_count' => 0,
+}
+--- no_s3_request
 
 
 
-=== TEST 9: the status location takes GET and HEAD, and format=json or prometheus
+=== TEST 16: the status location takes GET and HEAD, and format=json or prometheus
 --- config
     location = /status {
         replay_status;
@@ -401,7 +694,9 @@ my $xml = '<Error><Code>InternalError</Code></Error>';
 
 
 
-=== TEST 10: the timing variables
+=== TEST 17: the timing variables, each at least the time its work took
+(the query sleeps 20 ms, S3 answers after 100 ms; signing takes some
+microseconds)
 --- http_config
     log_format  timing  'db=$replay_db_time sign=$replay_sign_time s3=$replay_s3_time';
 --- config
@@ -412,18 +707,33 @@ my $xml = '<Error><Code>InternalError</Code></Error>';
     access_log  logs/access.log timing;
 
     location ~ ^/game/(.*)$ {
-        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
-        replay_key_query    "SELECT replay_url FROM games WHERE id::text = $1"
-                            $1;
+        replay_s3_endpoint  http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        replay_key_query    "SELECT (SELECT replay_url FROM games
+                                     WHERE id::text = $1)
+                             FROM pg_sleep(0.02)" $1;
     }
+--- tcp_listen: $TEST_NGINX_RAND_PORT_1
+--- tcp_reply_delay: 100ms
+--- tcp_reply eval
+"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
 --- request
 GET /game/1
+--- response_body chop
+abc
 --- access_log eval
-qr/^db=\d+\.\d{3} sign=0\.\d{6} s3=\d+\.\d{3}$/
+qr/^db=\d+\.\d{3} sign=\d+\.\d{6} s3=\d+\.\d{3}$/
+--- after_request eval
+[sub {
+    my ($t) = main::logged_times();
+    Test::More::cmp_ok($t->{db}, '>=', 0.020, 'TEST 17: db >= the 20 ms sleep');
+    Test::More::cmp_ok($t->{s3}, '>=', 0.100, 'TEST 17: s3 >= the 100 ms wait');
+    Test::More::cmp_ok($t->{sign}, '>', 0, 'TEST 17: sign > 0');
+    Test::More::cmp_ok($t->{sign}, '<', 1, 'TEST 17: sign < 1 s');
+}]
 
 
 
-=== TEST 11: ... without a database, and before S3: empty
+=== TEST 18: ... without a database, and before S3: empty
 --- http_config
     log_format  timing  'db=$replay_db_time sign=$replay_sign_time s3=$replay_s3_time';
 --- config
@@ -441,10 +751,13 @@ GET /s3
 --- error_code: 404
 --- access_log eval
 qr/^db=- sign=- s3=-$/
+--- no_s3_request
+--- error_log
+replay: the object key is empty
 
 
 
-=== TEST 12: Server-Timing on: sign and s3
+=== TEST 19: Server-Timing on: sign and s3, neither zero
 --- config
     location /s3 {
         replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
@@ -458,11 +771,13 @@ GET /s3
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')
 --- raw_response_headers_like eval
-qr/\r\nServer-Timing: sign;dur=\d+\.\d{3}, s3;dur=\d+\.\d{3}\r\n/
+qr/\r\nServer-Timing: sign;dur=(?!0\.000)\d+\.\d{3}, s3;dur=(?!0\.000)\d+\.\d{3}\r\n/
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
-=== TEST 13: Server-Timing with a key query: db, sign and s3; on a 404, db only
+=== TEST 20: Server-Timing with a key query: on a 404, db only; else db, sign and s3, each at least what it took
 --- config
     replay_s3_bucket       replays;
     replay_s3_credentials  env;
@@ -470,22 +785,28 @@ qr/\r\nServer-Timing: sign;dur=\d+\.\d{3}, s3;dur=\d+\.\d{3}\r\n/
     replay_server_timing   on;
 
     location ~ ^/game/(.*)$ {
-        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
-        replay_key_query    "SELECT replay_url FROM games WHERE id::text = $1"
-                            $1;
+        replay_s3_endpoint  http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        replay_key_query    "SELECT (SELECT replay_url FROM games
+                                     WHERE id::text = $1)
+                             FROM pg_sleep(0.02)" $1;
     }
+--- tcp_listen: $TEST_NGINX_RAND_PORT_1
+--- tcp_reply_delay: 100ms
+--- tcp_reply eval
+"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
 --- request eval
-["GET /game/1", "GET /game/999999", "GET /game/7"]
+["GET /game/999999", "GET /game/1"]
 --- error_code eval
-[200, 404, 404]
+[404, 200]
 --- raw_response_headers_like eval
-[qr/\r\nServer-Timing: db;dur=\d+\.\d{3}, sign;dur=\d+\.\d{3}, s3;dur=\d+\.\d{3}\r\n/,
- qr/\r\nServer-Timing: db;dur=\d+\.\d{3}\r\n/,
- qr/\r\nServer-Timing: db;dur=\d+\.\d{3}, sign;dur=\d+\.\d{3}, s3;dur=\d+\.\d{3}\r\n/]
+[qr/\r\nServer-Timing: db;dur=(?:[2-9]\d|[1-9]\d{2,})\.\d{3}\r\n/,
+ qr/\r\nServer-Timing: db;dur=(?:[2-9]\d|[1-9]\d{2,})\.\d{3}, sign;dur=(?!0\.000)\d+\.\d{3}, s3;dur=[1-9]\d{2,}\.\d{3}\r\n/]
+--- error_log
+replay: the key query returned a NULL key
 
 
 
-=== TEST 14: Server-Timing off (the default): no header
+=== TEST 21: Server-Timing off (the default): no header
 --- config
     location /s3 {
         replay_s3_endpoint     $TEST_NGINX_S3_ENDPOINT;
@@ -499,10 +820,51 @@ GET /s3
 ReplayTest::fixture('games/1/replay.bin')
 --- response_headers
 !Server-Timing
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
-=== TEST 15: the module's version: replay_build_info in Prometheus, "version" first in JSON
+=== TEST 22: each location's memory by kind while a request is in flight, both formats, back to zero after
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    proxy_buffer_size      64k;
+    proxy_buffers          4 64k;
+
+    location /s3 {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_key       big/50mib.bin;
+    }
+
+    location ~ "^/a\"b\\d$" {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_s3_key       games/1/replay.bin;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- init
+# a client that asks for 50 MiB and reads nothing: its request stays in
+# flight, holding what it holds
+ReplayTest::get_concurrently(['/status']);
+$main::held = ReplayTest::open_request('/s3');
+ReplayTest::wait_for_line('logs/error.log', qr/replay: memory at S3's header/, 10);
+--- request eval
+["GET /status", "GET /status?format=json", "GET /status"]
+--- after_request eval
+[sub { main::location_gauges($_[1], 0) },
+ sub { main::location_gauges($_[1], 1); close $main::held; Time::HiRes::sleep(1); },
+ sub { main::location_gauges($_[1], 2) }]
+--- error_code eval
+[200, 200, 200]
+--- s3_requests
+GET /replays/big/50mib.bin
+
+
+
+=== TEST 23: the module's version: replay_build_info in Prometheus, "version" first in JSON
 --- config
     location = /status {
         replay_status;
@@ -519,7 +881,7 @@ ReplayTest::fixture('games/1/replay.bin')
 
 
 
-=== TEST 16: nginx's start logs the module's version and libraries at notice
+=== TEST 24: nginx's start logs the module's version and libraries at notice
 --- config
     location = /t {
         return 204;

@@ -1,47 +1,12 @@
 # replay_key_cache: what the key query answered, kept in shared memory so
 # that a replay asked for again skips the database.  The rows live in a
 # table of this file's own (cache_games); blocks change them between
-# requests (%between) to tell an answer from the cache from the
+# requests ("--- after_request") to tell an answer from the cache from the
 # database's.
 
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use ReplayTest;
-
-# SQL run after a request of a block: {block number}{request index}
-my %between = (
-    1 => { 0 => "UPDATE cache_games SET replay_url = 'games/2/replay.bin' "
-                . "WHERE id = 'a'" },
-    2 => { 1 => "UPDATE cache_games SET replay_url = 'games/1/replay.bin' "
-                . "WHERE id = 'b'" },
-    3 => { 0 => "INSERT INTO cache_games VALUES "
-                . "('new', 'games/1/replay.bin', NULL, NULL)" },
-    4 => { 0 => "UPDATE cache_games SET replay_url = 'games/2/replay.bin' "
-                . "WHERE id = 'a'" },
-);
-
-# seconds to wait after a request: {block number}{request index}
-my %sleep = (
-    2 => { 1 => 4.2 },
-);
-
-add_response_body_check(sub {
-    my ($block, $body, $req_idx, $repeated, $dry_run) = @_;
-
-    return if $dry_run;
-
-    my ($n) = $block->name =~ /\bTEST (\d+):/;
-
-    if (my $sql = $between{$n} && $between{$n}{$req_idx}) {
-        my $out = ReplayTest::psql($sql);
-        Test::More::like($out, qr/^(UPDATE|INSERT)/,
-                         "TEST $n: $sql") or Test::More::diag($out);
-    }
-
-    if (my $s = $sleep{$n} && $sleep{$n}{$req_idx}) {
-        select undef, undef, undef, $s;
-    }
-});
 
 no_shuffle();
 run_tests();
@@ -61,12 +26,23 @@ sub reset_rows {
         or Test::More::diag($out);
 }
 
+# runs SQL that changes the rows (after a request, to tell the cache from
+# the database)
+sub sql {
+    my ($sql) = @_;
+
+    my $out = ReplayTest::psql($sql);
+    Test::More::like($out, qr/^(UPDATE|INSERT) /, $sql)
+        or Test::More::diag($out);
+}
+
 
 __DATA__
 
 === TEST 1: a second request is answered from the cache, row and all, without the database
 --- init
 main::reset_rows();
+$main::pg_from = ReplayTest::pg_log_size();
 --- config
     replay_s3_bucket       replays;
     replay_s3_credentials  env;
@@ -86,6 +62,13 @@ main::reset_rows();
     }
 --- request eval
 ["GET /c/a", "GET /c/a", "GET /status"]
+--- after_request eval
+[sub { main::sql("UPDATE cache_games SET replay_url = 'games/2/replay.bin' WHERE id = 'a'") },
+ undef,
+ sub {
+    Test::More::is(ReplayTest::pg_log_count('t070-hit', $main::pg_from), 1,
+                   'TEST 1: the query was executed once');
+ }]
 --- error_code eval
 [200, 200, 200]
 --- response_headers eval
@@ -100,15 +83,22 @@ main::reset_rows();
 [
     qr/\Abucket=replays key=games\/1\/replay\.bin\n\z/,
     qr/\Abucket=replays key=games\/1\/replay\.bin\n\z/,
-    qr/\nreplay_key_cache_lookups_total\{result="hit"\} 1\nreplay_key_cache_lookups_total\{result="miss"\} 1\n/,
+    qr/^# HELP /,
 ]
+--- status_counters eval
+{
+    'replay_key_cache_lookups_total{result="hit"}' => 1,
+    'replay_key_cache_lookups_total{result="miss"}' => 1,
+    'replay_requests_total{outcome="ok"}' => 2,
+}
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
 
 
 
-=== TEST 2: TEST 1 ran its query once; an entry expires after valid=
+=== TEST 2: an entry expires after valid=
 --- init
-Test::More::is(ReplayTest::pg_log_count('t070-hit'), 1,
-               'TEST 2: the query of TEST 1 was executed once');
 main::reset_rows();
 --- config
     replay_s3_bucket       replays;
@@ -124,6 +114,12 @@ main::reset_rows();
     }
 --- request eval
 ["GET /c/b", "GET /c/b", "GET /c/b", "GET /c/b"]
+--- after_request eval
+[undef,
+ sub {
+    main::sql("UPDATE cache_games SET replay_url = 'games/1/replay.bin' WHERE id = 'b'");
+    Time::HiRes::sleep(4.2);
+ }]
 --- error_code eval
 [200, 200, 200, 200]
 --- response_headers eval
@@ -140,6 +136,11 @@ main::reset_rows();
     ReplayTest::fixture('games/1/replay.bin'),
     ReplayTest::fixture('games/1/replay.bin'),
 ]
+--- s3_requests
+GET /replays/games/2/replay.bin
+GET /replays/games/2/replay.bin
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
 
 
 
@@ -160,6 +161,8 @@ main::reset_rows();
     }
 --- request eval
 ["GET /c/new", "GET /c/new", "GET /c/new"]
+--- after_request eval
+[sub { main::sql("INSERT INTO cache_games VALUES ('new', 'games/1/replay.bin', NULL, NULL)") }]
 --- error_code eval
 [404, 200, 200]
 --- response_headers eval
@@ -170,6 +173,9 @@ main::reset_rows();
     qr/\Abucket=replays key=games\/1\/replay\.bin\n\z/,
     qr/\Abucket=replays key=games\/1\/replay\.bin\n\z/,
 ]
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
 
 
 
@@ -205,6 +211,8 @@ main::reset_rows();
     }
 --- request eval
 ["GET /c/a", "GET /other/a", "GET /c/a", "GET /other/a", "GET /off/a"]
+--- after_request eval
+[sub { main::sql("UPDATE cache_games SET replay_url = 'games/2/replay.bin' WHERE id = 'a'") }]
 --- error_code eval
 [200, 200, 200, 200, 200]
 --- response_headers eval
@@ -223,12 +231,19 @@ main::reset_rows();
     ReplayTest::fixture('games/8/notes.txt'),
     ReplayTest::fixture('games/2/replay.bin'),
 ]
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/8/notes.txt
+GET /replays/games/1/replay.bin
+GET /replays/games/8/notes.txt
+GET /replays/games/2/replay.bin
 
 
 
-=== TEST 5: a full zone makes room from its least recently used entries
-Entries of about 3 KiB each (a long Content-Type) in the smallest zone:
-the first ones go, the last ones stay.
+=== TEST 5: a full zone makes room from its least recently used entry, not its oldest
+Entries of about 3 KiB each (a long Content-Type): the smallest zone holds
+five.  Entry 1, the oldest, was used last but one when entry 6 comes: entry
+2 goes, 1 stays (first in, first out would drop 1 and keep 2).
 --- config
     replay_s3_bucket       replays;
     replay_s3_credentials  env;
@@ -243,13 +258,16 @@ the first ones go, the last ones stay.
         add_header          X-Key-Cache $replay_key_cache always;
     }
 --- request eval
-[map { "GET /big/$_" } 1 .. 12, 12, 1]
+[map { "GET /big/$_" } 1 .. 5, 1, 6, 1, 2]
 --- error_code eval
-[(200) x 14]
+[(200) x 9]
 --- response_headers eval
-[("X-Key-Cache: MISS") x 12, "X-Key-Cache: HIT", "X-Key-Cache: MISS"]
+[("X-Key-Cache: MISS") x 5, "X-Key-Cache: HIT", "X-Key-Cache: MISS",
+ "X-Key-Cache: HIT", "X-Key-Cache: MISS"]
 --- response_body eval
-[(ReplayTest::fixture('games/1/replay.bin')) x 14]
+[(ReplayTest::fixture('games/1/replay.bin')) x 9]
+--- s3_requests eval
+[("GET /replays/games/1/replay.bin") x 9]
 --- no_error_log
 too small for an entry
 ngx_slab_alloc() failed
@@ -276,12 +294,64 @@ ngx_slab_alloc() failed
 [200, 200]
 --- response_headers eval
 ["X-Key-Cache: MISS", "X-Key-Cache: MISS"]
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
 --- error_log eval
 qr/replay_key_cache zone "small" is too small for an entry of \d+ bytes, not cached/
 
 
 
-=== TEST 7: a zone needs a size
+=== TEST 7: a reload (HUP) keeps the cache's entries and the status counters
+--- init
+main::reset_rows();
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    replay_db              "$TEST_NGINX_PG_DSN";
+    replay_key_cache       replay_keys:1m;
+
+    location ~ ^/c/(.*)$ {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url FROM cache_games WHERE id = $1"
+                            $1;
+        add_header          X-Key-Cache $replay_key_cache always;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- request eval
+["GET /c/a", "GET /c/b", "GET /c/a", "GET /status"]
+--- after_request eval
+[sub { main::sql("UPDATE cache_games SET replay_url = 'games/2/replay.bin' WHERE id = 'a'") },
+ sub { ReplayTest::reload() }]
+--- error_code eval
+[200, 200, 200, 200]
+--- response_headers eval
+["X-Key-Cache: MISS", "X-Key-Cache: MISS", "X-Key-Cache: HIT", ""]
+--- response_body_like eval
+[
+    qr/\Abucket=replays key=games\/1\/replay\.bin\n\z/,
+    qr/\Abucket=replays key=games\/2\/replay\.bin\n\z/,
+    qr/\Abucket=replays key=games\/1\/replay\.bin\n\z/,
+    qr/^# HELP /,
+]
+--- status_counters eval
+{
+    'replay_key_cache_lookups_total{result="hit"}' => 1,
+    'replay_key_cache_lookups_total{result="miss"}' => 2,
+    'replay_requests_total{outcome="ok"}' => 3,
+    'replay_s3_responses_total{status="2xx"}' => 3,
+}
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/2/replay.bin
+GET /replays/games/1/replay.bin
+
+
+
+=== TEST 8: a zone needs a size
 --- config
     location / {
         replay_key_cache  replay_keys;
@@ -292,7 +362,7 @@ invalid zone "replay_keys": NAME:SIZE
 
 
 
-=== TEST 8: a zone of less than 8 pages is refused
+=== TEST 9: a zone of less than 8 pages is refused
 --- config
     location / {
         replay_key_cache  replay_keys:4k;
@@ -303,7 +373,7 @@ zone "replay_keys" is too small: at least 32k
 
 
 
-=== TEST 9: valid= takes a time of at least a second
+=== TEST 10: valid= takes a time of at least a second
 --- config
     location / {
         replay_key_cache  replay_keys:1m valid=0;
@@ -314,7 +384,7 @@ invalid "valid=0": a time of at least 1s
 
 
 
-=== TEST 10: an unknown parameter
+=== TEST 11: an unknown parameter
 --- config
     location / {
         replay_key_cache  replay_keys:1m inactive=10m;
@@ -325,7 +395,7 @@ invalid parameter "inactive=10m"
 
 
 
-=== TEST 11: the status zone's name is not a cache's
+=== TEST 12: the status zone's name is not a cache's
 --- config
     location / {
         replay_key_cache  replay_status:32k;

@@ -1432,3 +1432,67 @@ GET /replays/games/1/replay.bin
 GET /replays/games/1/replay.bin
 GET /replays/games/1/replay.bin
 GET /replays/games/1/replay.bin
+
+
+
+=== TEST 49: a host name with a resolver: resolved by nginx's resolver when requests need it, again once its answer has expired
+--- config
+    resolver  127.0.0.1:$TEST_NGINX_DNS_SLOW_PORT valid=1s ipv6=off;
+
+    location /s3 {
+        replay_s3_endpoint     http://s3.replay-test.amazonaws.com:$TEST_NGINX_S3_PORT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- request eval
+["GET /s3", "GET /s3"]
+--- response_body eval
+["bucket=replays key=games/1/replay.bin\n",
+ "bucket=replays key=games/1/replay.bin\n"]
+--- after_request eval
+[sub {
+    my ($block) = @_;
+    $main::asked = ReplayTest::dns_queries('s3.replay-test.amazonaws.com');
+    Test::More::cmp_ok($main::asked, '>=', 1,
+                       $block->name . ' - the name was asked at run time');
+    Time::HiRes::sleep(2.1);
+}, sub {
+    my ($block) = @_;
+    Test::More::cmp_ok(ReplayTest::dns_queries('s3.replay-test.amazonaws.com'),
+                       '>', $main::asked,
+                       $block->name . ' - and asked again after 1 s');
+}]
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
+
+
+
+=== TEST 50: a resolver written after replay_s3_endpoint is refused: the name was resolved at startup
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://localhost:$TEST_NGINX_S3_PORT;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+        resolver               127.0.0.1:$TEST_NGINX_DNS_PORT;
+    }
+--- must_die
+--- error_log
+location "/s3" has a resolver, but replay_s3_endpoint "http://localhost:
+put "resolver" before replay_s3_endpoint
+
+
+
+=== TEST 51: a name neither DNS nor an upstream block knows is refused at startup
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://no-such-host.replay.invalid;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+    }
+--- must_die
+--- error_log
+host not found in upstream "no-such-host.replay.invalid"

@@ -4,7 +4,11 @@
 # master/worker mode, 2 workers, a configuration of its own in
 # $REL_DIR/nginx; each scenario loads it, then checks that no worker
 # crashed, that each worker's descriptors and memory are back where they
-# were, and that good requests still succeed.  TAP on stdout; the last
+# were, that the database pools are neither empty nor past their size, and
+# that good requests still succeed.  A service that goes away may cause
+# errors only while it is away and for a stated grace time after it is
+# back; from then on every request must succeed.  After the last scenario
+# nginx is stopped and the log it wrote is read.  TAP on stdout; the last
 # line says "N passed, M failed".
 #
 #   perl t/reliability/reliability.pl [SCENARIO...]     (via t/reliability/run)
@@ -44,6 +48,7 @@ my $PORT     = $E{REL_PORT};
 my $STALL    = $E{REL_STALL_PORT};
 my $WORKERS  = 2;
 my $POOL     = 8;
+my $TIMEOUT_POOL = 4;           # of the location whose queries time out
 my $PSQL     = $E{TEST_NGINX_PSQL};
 my @PSQL     = ($PSQL, '-X', '-At', '-h', $E{TEST_NGINX_PG_HOST},
                 '-p', $E{TEST_NGINX_PG_PORT}, '-U', $E{TEST_NGINX_PG_USER},
@@ -214,6 +219,29 @@ http {
                                  WHERE id = \$1::bigint" \$1;
         }
 
+        # a database by name, through nginx's resolver and the DNS
+        # forwarder that answers late on demand (scenario dns_slow)
+        location ~ ^/dns/(\\d+)\$ {
+            resolver            127.0.0.1:$E{TEST_NGINX_DNS_SLOW_PORT} valid=1s ipv6=off;
+            replay_db           "host=pg.replay.test port=$E{TEST_NGINX_PG_PORT}
+                                 dbname=$E{TEST_NGINX_PG_DB} user=$E{TEST_NGINX_PG_USER}
+                                 application_name=nginx-replay-dns"
+                                pool=2 queue=4096 connect_timeout=5s
+                                queue_timeout=10s;
+            replay_s3_endpoint  $s3;
+            replay_key_query    "$q" \$1;
+        }
+
+        # queries past their time (scenario query_timeouts)
+        location ~ ^/timeout/(\\d+)\$ {
+            replay_db           "$dsn application_name=nginx-replay-timeout"
+                                pool=$TIMEOUT_POOL queue=4096 query_timeout=200ms
+                                queue_timeout=20s;
+            replay_s3_endpoint  $s3;
+            replay_key_query    "SELECT replay_url FROM games, pg_sleep(10)
+                                 WHERE id = \$1::bigint" \$1;
+        }
+
         # an origin that stalls mid-body (t/reliability: stall_server)
         location ~ ^/stall/(.*)\$ {
             replay_s3_endpoint  http://127.0.0.1:$STALL;
@@ -281,13 +309,22 @@ EOF
     close $fh;
 }
 
+# a process that runs (an exited one its parent has not reaped yet does not)
+sub alive {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return 0;
+    my $stat = <$fh> // '';
+    close $fh;
+    return $stat !~ /\)\s+[ZX]\s/;
+}
+
 sub master_pid {
     open my $fh, '<', "$NGX_DIR/logs/nginx.pid" or return undef;
     my $pid = <$fh>;
     close $fh;
     return undef unless defined $pid;
     chomp $pid;
-    return $pid =~ /^\d+$/ && kill(0, $pid) ? $pid : undef;
+    return $pid =~ /^\d+$/ && alive($pid) ? $pid : undef;
 }
 
 sub proc_children {
@@ -341,16 +378,19 @@ sub start_nginx {
     die "nginx: no $WORKERS workers\n" unless workers() == $WORKERS;
 }
 
+my $killed;
+
 sub stop_nginx {
     my $m = master_pid() or return;
 
     kill 'QUIT', $m;
 
     for (1 .. 100) {
-        return unless kill 0, $m;
+        return unless alive($m);
         sleep 0.1;
     }
 
+    $killed = 1;
     kill 'KILL', $m;
 }
 
@@ -360,7 +400,7 @@ sub stop_nginx {
 sub tcp_sockets {
     my %s;
 
-    for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+    for my $f ('/proc/net/tcp', '/proc/net/tcp6', '/proc/net/udp') {
         open my $fh, '<', $f or next;
         <$fh>;
         while (my $l = <$fh>) {
@@ -382,7 +422,8 @@ sub fds {
 
     $tcp ||= tcp_sockets();
 
-    my %n = (pg => 0, s3 => 0, client => 0, other => 0, total => 0);
+    my %n = (pg => 0, s3 => 0, client => 0, dns => 0, other => 0,
+             total => 0);
     my ($s3port) = $E{TEST_NGINX_S3_ENDPOINT} =~ /:(\d+)$/;
 
     opendir my $d, "/proc/$pid/fd" or return undef;
@@ -394,7 +435,9 @@ sub fds {
         if ($l =~ /^socket:\[(\d+)\]$/ && $tcp->{$1}) {
             my ($lp, $rp, $st) = @{ $tcp->{$1} };
 
-            if ($st eq '0A') {
+            if ($rp == ($E{TEST_NGINX_DNS_SLOW_PORT} // -1)) {
+                $n{dns}++;                              # the resolver's
+            } elsif ($st eq '0A') {
                 $n{other}++;                            # listening
             } elsif ($rp == $E{TEST_NGINX_PG_PORT}) {
                 $n{pg}++;
@@ -437,8 +480,8 @@ sub snapshot {
 sub fmt_fds {
     my ($f) = @_;
     return 'gone' unless $f;
-    return sprintf '%d (pg %d, s3 %d, client %d, other %d)',
-        @$f{qw(total pg s3 client other)};
+    return sprintf '%d (pg %d, s3 %d, client %d, dns %d, other %d)',
+        @$f{qw(total pg s3 client dns other)};
 }
 
 # ---------------------------------------------------------------- error log
@@ -623,7 +666,7 @@ sub health {
             push @why, "worker $w: " . fmt_fds($f) . ", at the start "
                        . fmt_fds($b->{fds})
                 if !$f || $f->{client} || $f->{s3} || $f->{pg} > $POOL
-                   || $f->{other} != $b->{fds}{other};
+                   || $f->{dns} > 1 || $f->{other} != $b->{fds}{other};
         }
 
         last unless @why;
@@ -655,7 +698,34 @@ sub health {
     # 5. good requests
     good_requests_succeed($name);
 
+    # 6. the pools, as nginx holds them and as PostgreSQL sees them: some
+    #    connection kept (not reopened per request), none past pool=
+    pool_bounds($name);
+
     return $snap;
+}
+
+sub pool_bounds {
+    my ($name) = @_;
+
+    my ($ours, $theirs, @over) = (0);
+
+    for (1 .. 50) {
+        my $snap = snapshot();
+        ($ours, @over) = (0);
+        for my $w (keys %$snap) {
+            my $n = $snap->{$w}{fds} ? $snap->{$w}{fds}{pg} : 0;
+            $ours += $n;
+            push @over, "worker $w holds $n" if $n > $POOL;
+        }
+        $theirs = pg_backends();
+        last if $theirs == $ours;
+        sleep 0.1;
+    }
+
+    ok($ours >= 1 && !@over && $theirs == $ours,
+       "$name: database pools between 1 and $POOL a worker "
+       . "(nginx holds $ours, PostgreSQL sees $theirs)", @over);
 }
 
 sub pg_backends {
@@ -1231,41 +1301,46 @@ sub scenario_stall {
 }
 
 
-# a service stopped and started again while 50 clients keep asking
+# A service stopped and started again while 50 clients keep asking.  The
+# control script ($steps, bash) marks each fault with "fault_begin" and
+# "fault_end" (the service is away in between); a request may fail (in
+# the ways $o{allowed} accepts) only if it overlaps a fault or the $o{grace}
+# seconds after one; every other request must succeed, and the load goes
+# on for $o{grace} + 3 s after the last fault to show it.
 sub service_restart {
-    my ($name, $script, %o) = @_;
+    my ($name, $steps, %o) = @_;
 
     my $mark = log_mark();
     my @valid = small_valid();
-    my (%status, @bad, @after_bad);
+    my $grace = $o{grace};
+    my $events = "$DIR/fault-events";
+    my (%status, @bad, @outside, @after);
+
+    unlink $events;
 
     my $t0 = time;
-    my $ctl_pid = background($script);
+    my $ctl_pid = background(
+        "fault_begin() { echo \"begin \$(date +%s.%N)\" >> $events; }; "
+        . "fault_end() { echo \"end \$(date +%s.%N)\" >> $events; }; "
+        . $steps);
     my $ctl_done;
+    my @done;
 
     Load::run(
         concurrency => 50,
         keepalive   => 0,
         next => sub {
-            return undef if $ctl_done && time - $ctl_done > 3;
+            return undef if $ctl_done && time - $ctl_done > $grace + 3;
             # one request in 50 for the 50 MiB object, to be cut mid-body
             my $id = ($o{big} && rand() < 0.02) ? 6 : $valid[int rand @valid];
-            return { path => "/game/$id", id => $id, t => time - $t0 };
+            return { path => "/game/$id", id => $id, t => time };
         },
         done => sub {
             my ($spec, $res) = @_;
             $status{ $res->{status} . ($res->{error} ? " $res->{error}" : '')
                      . ($res->{status} == 200 && !$res->{complete} ? ' cut' : '')
                      . ($spec->{id} == 6 ? ' (50 MiB)' : '') }++;
-
-            # allowed while the service is away: 502/503/504, or a body
-            # cut short with the connection closed; never a wrong body
-            my $why = good_response($spec->{id}, $res);
-            return unless $why;
-
-            my $ok = $o{allowed}->($res);
-            push @bad, sprintf('t=%.1f %s: %s', $spec->{t}, $spec->{path}, $why)
-                unless $ok;
+            push @done, [$spec, $res];
         },
         tick => sub {
             if (!$ctl_done && waitpid($ctl_pid, WNOHANG) == $ctl_pid) {
@@ -1276,9 +1351,53 @@ sub service_restart {
         },
     );
 
+    # the faults: [begin, end + grace]
+    my (@windows, $begin);
+    if (open my $fh, '<', $events) {
+        while (<$fh>) {
+            $begin = $1 if /^begin (\S+)/;
+            push @windows, [$begin, $1 + $grace] if /^end (\S+)/ && defined $begin;
+        }
+        close $fh;
+    }
+    my $last_end = @windows ? $windows[-1][1] : $t0;
+
+    my $n_after = 0;
+
+    for my $d (@done) {
+        my ($spec, $res) = @$d;
+        my ($from, $to) = ($spec->{t}, $spec->{t} + $res->{time});
+        my $why = good_response($spec->{id}, $res);
+        my $in_fault = grep { $from <= $_->[1] && $to >= $_->[0] } @windows;
+
+        $n_after++ if $from > $last_end;
+        next unless $why;
+
+        my $at = sprintf 't=%.2f-%.2f %s: %s', $from - $t0, $to - $t0,
+                         $spec->{path}, $why;
+
+        if (!$in_fault) {
+            push @outside, $at;
+        } elsif (!$o{allowed}->($res)) {
+            push @bad, $at;
+        }
+        push @after, $at if $from > $last_end;
+    }
+
     note(sprintf "%s: %.1f s of load: %s", $name, time - $t0, summary_of(\%status));
-    ok(!@bad, "$name: while it was away, only 502/503/504 or a body cut short with the connection closed; never a wrong body",
+    note(map { sprintf "%s: away from t=%.2f to t=%.2f (+%g s grace)", $name,
+                       $_->[0] - $t0, $_->[1] - $grace - $t0, $grace } @windows);
+
+    ok(@windows == $o{faults}, "$name: $o{faults} faults marked",
+       scalar(@windows) . " marked");
+    ok(!@bad, "$name: while it was away, only $o{errors}; never a wrong body",
        scalar(@bad) . ' bad', @bad[0 .. ($#bad > 9 ? 9 : $#bad)]);
+    ok(!@outside, "$name: no error while it was there (outside the faults "
+                  . "and the $grace s after each)",
+       scalar(@outside) . ' errors', @outside[0 .. ($#outside > 9 ? 9 : $#outside)]);
+    ok(!@after && $n_after >= 100,
+       "$name: all $n_after requests after the last fault + $grace s succeed",
+       @after[0 .. ($#after > 9 ? 9 : $#after)]);
 
     my @errs = grep { /\[error\]/ } log_since($mark);
     note("$name: " . scalar(@errs) . " [error] lines, e.g. "
@@ -1293,21 +1412,19 @@ sub scenario_pg_restart {
     $kill .= q{ -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'nginx-replay'" >/dev/null};
 
     # stopped (fast shutdown: every connection closed mid-query), started;
-    # then its connections killed under the pool ten times
+    # then its connections killed under the pool ten times; then restarted
     service_restart('PostgreSQL restart',
-        "set -e; sleep 2; $ctl stop; sleep 3; $ctl start; sleep 1; "
-        . "for i in 1 2 3 4 5 6 7 8 9 10; do $kill; sleep 0.3; done; "
-        . "$ctl restart",
+        "set -e; sleep 2; fault_begin; $ctl stop; sleep 3; $ctl start; fault_end; "
+        . "sleep 3; for i in 1 2 3 4 5 6 7 8 9 10; do fault_begin; $kill; "
+        . "fault_end; sleep 0.3; done; sleep 3; fault_begin; $ctl restart; fault_end",
         what => 'pgctl stop, start; pg_terminate_backend() x 10; pgctl restart',
+        faults => 12,
+        grace => 2,
+        errors => '503 or 504',
         allowed => sub {
             my ($res) = @_;
             return !$res->{error} && ($res->{status} == 503 || $res->{status} == 504);
         });
-
-    my $n = pg_backends();
-    ok($n <= $WORKERS * $POOL,
-       "PostgreSQL restart: $n connections from nginx, at most workers x pool ("
-       . $WORKERS * $POOL . ")");
 }
 
 # PostgreSQL stopped: the ids replay_key_cache holds are still served,
@@ -1374,9 +1491,12 @@ sub scenario_s3_restart {
 
     # stopped (TERM), started; then killed (KILL), started
     service_restart('S3 restart',
-        "set -e; sleep 2; $ctl stop; sleep 2; $ctl start; sleep 2; "
-        . "kill -KILL \$(cat $pidf); sleep 2; $ctl start",
+        "set -e; sleep 2; fault_begin; $ctl stop; sleep 2; $ctl start; fault_end; "
+        . "sleep 3; fault_begin; kill -KILL \$(cat $pidf); sleep 2; $ctl start; fault_end",
         what => 's3ctl stop, start; kill -KILL, s3ctl start',
+        faults => 2,
+        grace => 1,
+        errors => '502 or a body cut short with the connection closed',
         big => 1,
         allowed => sub {
             my ($res) = @_;
@@ -1470,6 +1590,174 @@ sub scenario_reload {
     health($name, $mark, new_workers => 1);
 }
 
+# psql \watch on a count, every 50 ms, in the background: watch_stop()
+# gives the counts it saw
+sub watch_start {
+    my ($sql, $file) = @_;
+
+    open my $fh, '>', "$file.sql" or die "$file.sql: $!";
+    print $fh "$sql \\watch 0.05\n";
+    close $fh;
+
+    my $cmd = join(' ', map { "'$_'" } @PSQL) . " -f '$file.sql' > '$file'";
+    return background("exec $cmd");
+}
+
+sub watch_stop {
+    my ($pid, $file) = @_;
+
+    kill 'TERM', -$pid;
+    reap($pid, 10);
+
+    open my $fh, '<', $file or return ();
+    my @n = grep { /^\d+$/ } map { chomp; $_ } <$fh>;
+    close $fh;
+
+    return @n;
+}
+
+sub dns_delay {
+    my ($ms) = @_;
+    open my $fh, '>', $E{TEST_NGINX_DNS_DELAY_FILE} or die $!;
+    print $fh "$ms\n";
+    close $fh;
+}
+
+# A DNS server that answers 2 s late while the database's connections are
+# made anew: the lookups wait for it, the workers keep answering others
+sub scenario_dns_slow {
+    my $name = 'DNS slow';
+    my $mark = log_mark();
+    my @valid = small_valid();
+    my (%status, @bad, @plain);
+    my $kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+               . " WHERE application_name = 'nginx-replay-dns'";
+
+    # the names resolved once, the connections made, then dropped
+    my $n = 0;
+    Load::run(concurrency => 4, next => sub {
+        return undef if $n++ >= 20;
+        return { path => "/dns/$valid[0]" };
+    });
+    psql($kill);
+    sleep 2.1;                                  # the answers' validity (whole seconds)
+
+    dns_delay(2000);
+
+    my ($i, $t0) = (0, time);
+
+    Load::run(
+        concurrency => 30,
+        next => sub {
+            return undef if time - $t0 > 6;
+            my $k = $i++;
+            if ($k % 3) {
+                return { path => '/plain', plain => 1 };
+            }
+            my $id = $valid[int rand @valid];
+            return { path => "/dns/$id", id => $id };
+        },
+        done => sub {
+            my ($spec, $res) = @_;
+            if ($spec->{plain}) {
+                push @plain, $res->{time};
+                push @bad, "/plain: $res->{status} $res->{error}"
+                    unless $res->{status} == 200;
+                return;
+            }
+            $status{ $res->{status} }++;
+            my $why = good_response($spec->{id}, $res);
+            push @bad, "$spec->{path}: $why" if $why;
+        },
+    );
+
+    dns_delay(0);
+
+    @plain = sort { $a <=> $b } @plain;
+    my $p99 = $plain[int(@plain * 0.99)] // 0;
+
+    note(sprintf "%s: lookups %s; %d requests of another location, "
+                 . "median %.1f ms, p99 %.1f ms, max %.1f ms", $name,
+                 summary_of(\%status), scalar @plain,
+                 1000 * ($plain[@plain / 2] // 0), 1000 * $p99,
+                 1000 * ($plain[-1] // 0));
+
+    ok(!@bad, "$name: every lookup waited for DNS and answered 200 with its body; every other request 200",
+       scalar(@bad) . ' bad', @bad[0 .. ($#bad > 9 ? 9 : $#bad)]);
+    ok(($status{200} // 0) > 20, "$name: " . ($status{200} // 0) . " lookups answered");
+    ok($p99 < ($SAN_DIR ? 0.5 : 0.1),
+       sprintf("%s: the workers kept answering: p99 %.1f ms for another location",
+               $name, 1000 * $p99));
+
+    # its connections are not the main pool's
+    psql($kill);
+
+    health($name, $mark);
+}
+
+# Queries that never end within query_timeout, under load: each one is
+# cancelled, the server never runs more than the pools allow, nothing is
+# left running a second later, and other lookups go on
+sub scenario_query_timeouts {
+    my $name = 'query timeouts under load';
+    my $mark = log_mark();
+    my @valid = small_valid();
+    my (%status, @bad);
+    my $count = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                . " AND application_name = 'nginx-replay-timeout'";
+    my $file = "$DIR/watch-timeouts";
+
+    my $w = watch_start($count, $file);
+    sleep 0.3;
+
+    my ($i, $t0) = (0, time);
+
+    Load::run(
+        concurrency => 60,
+        next => sub {
+            return undef if $i >= 600;
+            my $k = $i++;
+            my $id = $valid[int rand @valid];
+            return { path => ($k % 3 ? "/game/$id" : "/timeout/$id"), id => $id,
+                     timeout => 30, slow => !($k % 3) };
+        },
+        done => sub {
+            my ($spec, $res) = @_;
+            $status{ ($spec->{slow} ? 'timeout ' : 'game ') . $res->{status} }++;
+            if ($spec->{slow}) {
+                push @bad, "$spec->{path}: $res->{status} $res->{error}"
+                    unless $res->{status} == 504;
+                return;
+            }
+            my $why = good_response($spec->{id}, $res);
+            push @bad, "$spec->{path}: $why" if $why;
+        },
+    );
+
+    my $end = time;
+    my $left = psql($count);
+    while ($left ne '0' && time - $end < 1) {
+        sleep 0.05;
+        $left = psql($count);
+    }
+    my $gone = time - $end;
+
+    my @seen = watch_stop($w, $file);
+    my ($max) = sort { $b <=> $a } @seen;
+
+    note(sprintf "%s: %.1f s: %s; the server ran at most %s of them at once (%d looks)",
+                 $name, $end - $t0, summary_of(\%status), $max // '?', scalar @seen);
+
+    ok(!@bad, "$name: each slow lookup a 504, every other one 200 with its body",
+       scalar(@bad) . ' bad', @bad[0 .. ($#bad > 9 ? 9 : $#bad)]);
+    ok(@seen > 10 && defined $max && $max <= $WORKERS * $TIMEOUT_POOL,
+       "$name: never more queries running than workers x pool ("
+       . $WORKERS * $TIMEOUT_POOL . "), saw " . ($max // 'none'));
+    ok($left eq '0', sprintf "%s: none left running %.2f s after the last 504", $name, $gone);
+
+    health($name, $mark);
+}
+
 # ---------------------------------------------------------------- main
 
 my %SCENARIOS = (
@@ -1482,8 +1770,11 @@ my %SCENARIOS = (
     pg         => \&scenario_pg_restart,
     cache      => \&scenario_cache,
     reload     => \&scenario_reload,
+    dns_slow   => \&scenario_dns_slow,
+    query_timeouts => \&scenario_query_timeouts,
 );
-my @ORDER = qw(mix configs bad_input aborts stall s3 pg cache reload);
+my @ORDER = qw(mix configs bad_input aborts stall s3 pg cache dns_slow
+               query_timeouts reload);
 
 my @run = @ARGV ? @ARGV : @ORDER;
 
@@ -1530,6 +1821,16 @@ for my $s (@run) {
 }
 
 cleanup();
+
+# the log nginx wrote while it stopped, and all before
+{
+    my @bad = grep { /\[(alert|crit|emerg)\]|exited on signal|left in connection|Assertion/ }
+              log_since(0);
+    ok(!@bad, "shutdown: nginx stopped on QUIT within 10 s, and its error log "
+              . "holds no [alert], [crit], [emerg], crash or open socket left",
+       @bad[0 .. ($#bad > 9 ? 9 : $#bad)]);
+    ok(!$killed, "shutdown: nginx did not have to be killed");
+}
 
 printf "1..%d\n", $ntest;
 printf "# %d passed, %d failed (%.0f s)\n", $passed, $failed, time - $t_start;

@@ -8,8 +8,12 @@
 --   fixture_objects   every S3 object t/services/up uploads; "text"
 --                     objects contain "bucket=<bucket> key=<key>\n", so a
 --                     wrong object is never mistaken for the right one;
---                     "random" ones are deterministic pseudo-random bytes.
---                     up writes DIR/fixtures/keys.txt from this table.
+--                     "random" ones are deterministic pseudo-random bytes;
+--                     put_options: more of put-object's parameters (JSON,
+--                     its names: CacheControl, Metadata, StorageClass...).
+--                     up writes DIR/fixtures/keys*.txt from this table.
+--                     Buckets "replays" and "other" are private (unsigned
+--                     requests get 403), "public" serves anyone.
 
 \set ON_ERROR_STOP on
 SET client_min_messages = warning;
@@ -25,6 +29,7 @@ CREATE TABLE fixture_objects (
                          CHECK (kind IN ('text', 'random')),
     size          bigint CHECK ((kind = 'random') = (size IS NOT NULL)),
     content_type  text   NOT NULL DEFAULT 'application/octet-stream',
+    put_options   jsonb,
     note          text,
     PRIMARY KEY (bucket, key),
     -- keys.txt is tab-separated, one key a line
@@ -70,7 +75,24 @@ INSERT INTO fixture_objects (bucket, key, kind, size, content_type, note) VALUES
     ('other',   'secret.txt',          'text', NULL, 'application/octet-stream', 'must never be served'),
     ('other',   'games/1/replay.bin',  'text', NULL, 'application/octet-stream', 'same key as in replays, other bucket'),
     -- a key of exactly 1024 bytes, the S3 maximum
-    ('replays', 'long/' || repeat('k', 1019), 'text', NULL, 'application/octet-stream', '1024-byte key');
+    ('replays', 'long/' || repeat('k', 1019), 'text', NULL, 'application/octet-stream', '1024-byte key'),
+    -- the one object of the bucket that serves unsigned requests
+    ('public',  'games/1/replay.bin',  'text', NULL, 'application/octet-stream', 'public bucket: served without a signature');
+
+-- an object with every kind of metadata S3 answers with: the headers a
+-- client may see (Cache-Control, Content-Disposition, Content-Language,
+-- Expires) and S3's own that it must not (x-amz-meta-*,
+-- x-amz-storage-class, x-amz-website-redirect-location)
+INSERT INTO fixture_objects (bucket, key, content_type, put_options, note) VALUES
+    ('replays', 'games/9/meta.bin', 'application/x-replay', '{
+        "CacheControl": "public, max-age=3600",
+        "ContentDisposition": "attachment; filename=\"from-s3.replay\"",
+        "ContentLanguage": "en",
+        "Expires": "2037-01-01T00:00:00Z",
+        "StorageClass": "STANDARD_IA",
+        "WebsiteRedirectLocation": "/elsewhere",
+        "Metadata": {"mtime": "1700000000", "uploaded-by": "league-server"}
+    }', 'object metadata: headers to relay and headers to drop');
 
 -- keys with every character that needs care, one per object, plus the keys
 -- a wrong normalisation would turn them into (each with its own content)
@@ -124,6 +146,7 @@ INSERT INTO games (id, tournament_id, game_folder, replay_url, content_type, fil
     (6,  30, 'big',       'big/50mib.bin',       'application/octet-stream', '50mib.bin', '50 MiB object'),
     (7,  40, 'games/7',   'games/7/missing.bin', 'application/octet-stream', 'game-7.replay', 'no object: S3 answers 404'),
     (8,  40, 'games/8',   'games/8/notes.txt',   'text/plain; charset=utf-8', 'résumé "final";.txt', 'non-ASCII, quote and ; in file_name'),
+    (9,  40, 'games/9',   'games/9/meta.bin',    NULL, NULL, 'object with metadata (x-amz-meta-*, Cache-Control, storage class)'),
     (10, 50, 'games/dup', 'games/dup/a.bin',     'application/octet-stream', 'dup-a.replay', 'shares game_folder with game 11'),
     (11, 50, 'games/dup', 'games/dup/b.bin',     'application/octet-stream', 'dup-b.replay', 'shares game_folder with game 10'),
     (12, 60, '..',        '../other/secret.txt', 'application/octet-stream', 'escape.replay', 'escape attempt: must get replays/"../other/secret.txt", never other/secret.txt'),

@@ -403,9 +403,9 @@ port $TEST_NGINX_SERVER_PORT
 
 
 
-=== TEST 27: the test case config starts on line 40 of nginx.conf
+=== TEST 27: the test case config starts on line 39 of nginx.conf
 --- config
     no_such_directive_either;
 --- must_die
 --- error_log eval
-qr/unknown directive "no_such_directive_either" in \S+nginx\.conf:40$/
+qr/unknown directive "no_such_directive_either" in \S+nginx\.conf:39$/

@@ -5,9 +5,13 @@
 //
 // usage: node server.js [--port N] [--address A] [--directory DIR]
 //                       [--bucket NAME]... [--access-key ID --secret-key SECRET]
-//                       [--region R] [--log FILE]
+//                       [--region R] [--log FILE] [--public-bucket NAME]...
 // Environment fallbacks: PORT, S3_ADDRESS, S3_DIR, S3_BUCKETS (comma list),
-// S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION (default us-east-1), S3_LOG.
+// S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION (default us-east-1), S3_LOG,
+// S3_PUBLIC_BUCKETS (comma list).
+// Buckets are private, as on AWS: a request without a signature gets 403
+// AccessDenied unless its bucket is one of the --public-bucket ones (which
+// are also created).
 // Prints "ready <address>:<port>" on stdout once listening.
 
 'use strict'
@@ -23,6 +27,7 @@ if (!Array.prototype.toReversed) {
   })
 }
 
+const crypto = require('node:crypto')
 const fs = require('node:fs')
 const path = require('node:path')
 
@@ -38,7 +43,7 @@ function die(msg) {
 }
 
 function parseArgs(argv) {
-  const opts = { buckets: [] }
+  const opts = { buckets: [], publicBuckets: [] }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(a)
@@ -64,6 +69,7 @@ function parseArgs(argv) {
       case 'secret-key': opts.secretKey = value; break
       case 'log': opts.log = value; break
       case 'region': opts.region = value; break
+      case 'public-bucket': opts.publicBuckets.push(value); break
       default: die(`unknown option --${name}`)
     }
   }
@@ -83,6 +89,14 @@ const accessKey = opts.accessKey ?? env.S3_ACCESS_KEY
 const secretKey = opts.secretKey ?? env.S3_SECRET_KEY
 const logFile = opts.log ?? env.S3_LOG
 const region = opts.region ?? env.S3_REGION ?? 'us-east-1'
+const publicBuckets = new Set(
+  opts.publicBuckets.length
+    ? opts.publicBuckets
+    : (env.S3_PUBLIC_BUCKETS ?? '').split(',').filter(Boolean)
+)
+for (const b of publicBuckets) {
+  if (!buckets.includes(b)) buckets.push(b)
+}
 
 if (!Number.isInteger(port) || port <= 0 || port > 65535) die(`bad port: ${opts.port ?? env.PORT}`)
 if (!!accessKey !== !!secretKey) die('give both --access-key and --secret-key, or neither')
@@ -336,6 +350,44 @@ server.middleware.unshift(async (ctx, next) => {
   await next()
 })
 
+// AWS answers every request with a request id and an extended one; s3rver
+// does not, so a test that they are not relayed would test nothing.
+server.middleware.unshift(async (ctx, next) => {
+  ctx.set('x-amz-request-id', crypto.randomBytes(8).toString('hex').toUpperCase())
+  ctx.set('x-amz-id-2', crypto.randomBytes(48).toString('base64'))
+  await next()
+})
+
+// Private buckets: s3rver serves a request that carries no signature at all
+// anonymously; AWS refuses it (403 AccessDenied) unless the bucket is public.
+// Placed just before the router, where the vhost middleware has already
+// put the bucket first in the path.  Signed requests go on to s3rver's own
+// signature check.
+function isSigned(ctx) {
+  return (
+    'authorization' in ctx.headers ||
+    'X-Amz-Algorithm' in ctx.query ||
+    'Signature' in ctx.query
+  )
+}
+
+const routerAt = server.middleware.findIndex((m) => m.router)
+if (routerAt < 0) die('no router in the middleware stack')
+server.middleware.splice(routerAt, 0, async (ctx, next) => {
+  if (!isSigned(ctx)) {
+    let bucket = ctx.path.split('/')[1] || ''
+    try {
+      bucket = decodeURIComponent(bucket)
+    } catch {
+      // a bad escape: no bucket of ours
+    }
+    if (!publicBuckets.has(bucket)) {
+      throw new S3Error('AccessDenied', 'Access Denied')
+    }
+  }
+  await next()
+})
+
 // SigV4 in virtual-hosted style: AWS signs the path as sent ("/KEY", the
 // bucket being in Host); s3rver signs "/BUCKET/KEY" whatever the style (the
 // JS SDK v2's SigV2 habit), so a correct virtual-hosted request would fail
@@ -363,9 +415,11 @@ server.middleware.unshift(async (ctx, next) => {
 }
 
 // Optional request log, one JSON line per request, so tests can assert what
-// S3 did or did not see (method, raw URL as sent, status, auth mechanism).
+// S3 did or did not see (method, raw URL as sent, Host, Range, status, auth
+// mechanism and the access key it names).  Written synchronously before the
+// response goes out: once a client has its answer, the line is there.
 if (logFile) {
-  const out = fs.createWriteStream(logFile, { flags: 'a' })
+  const out = fs.openSync(logFile, 'a')
   server.middleware.unshift(async (ctx, next) => {
     const auth = ctx.get('authorization')
       ? ctx.get('authorization').split(' ')[0]
@@ -374,11 +428,16 @@ if (logFile) {
         : 'Signature' in ctx.query
           ? 'presigned-v2'
           : 'anonymous'
+    const credential =
+      (/Credential=([^,\s/]+)/.exec(ctx.get('authorization')) || [])[1] ??
+      (ctx.query['X-Amz-Credential'] ?? ctx.query.AWSAccessKeyId ?? '').split('/')[0]
     const entry = {
       time: new Date().toISOString(),
       method: ctx.method,
       url: ctx.url,
+      host: ctx.get('host'),
       auth,
+      key: credential || undefined,
       range: ctx.get('range') || undefined,
     }
     try {
@@ -390,7 +449,7 @@ if (logFile) {
       entry.error = err.code || err.message
       throw err
     } finally {
-      out.write(`${JSON.stringify(entry)}\n`)
+      fs.writeSync(out, `${JSON.stringify(entry)}\n`)
     }
   })
 }

@@ -608,10 +608,11 @@ sub temp_path_directives ($) {
     return join ' ', @out;
 }
 
-# nginx.conf.  Its lines are laid out as the real module (0.33) lays them
-# out, so that the "nginx.conf:N" of a configuration error names the same
-# line under both; where the real module has lines for features this one
-# lacks (HTTP/3, TLS client), the lines are here but blank or comments.
+# nginx.conf.  Its lines are laid out as the real module (0.33, recent
+# master) lays them out, so that the "nginx.conf:N" of a configuration
+# error names the same line under both; where the real module has lines
+# for features this one lacks (HTTP/3), the lines are here but blank or
+# comments.
 sub write_config_file ($$$) {
     my ($block, $config, $rand_ports) = @_;
     my $name = $block->name;
@@ -711,7 +712,6 @@ $http_config
         # (HTTP/3 listen)
         server_name     '$server_name';
         # (HTTP/3 TLS)
-        # (TLS client)
         client_max_body_size 30M;
         # (client_body_buffer_size)
 
