@@ -12,6 +12,7 @@
 #   make deb        libnginx-mod-http-replay .debs for Debian 12 and 13
 #   make test-deb   install each .deb in a clean chroot and serve a replay
 #   make test-fresh make test and make demo in a fresh Debian 12 chroot
+#   make chroots    make the chroots of test-matrix and deb, build the .debs
 #   make test-reliability  faults and load against a master/worker nginx
 #   make test-asan  the suite with the module built with ASan + UBSan
 #   make fuzz       the libFuzzer targets of t/fuzz/, FUZZ_SECONDS each
@@ -34,7 +35,7 @@ UNIT_LIBS    := -lcrypto
         build-deps demo demo-stop clean test-reliability asan-module \
         test-asan test-reliability-asan fuzz fuzz-build fuzz-replay \
         reliability-deps bench test-runner test-mutants test-matrix deb \
-        test-deb test-fresh
+        test-deb test-fresh chroots
 
 all: module
 
@@ -197,11 +198,19 @@ bench: module
 # The whole suite in Debian chroots (t/chroot/matrix): 12's nginx 1.22 /
 # PostgreSQL 15, 13's 1.26 / 17, sid's 1.30 / 18, each with its OpenSSL,
 # libpq and node.  The chroots are kept in REPLAY_CHROOT_CACHE (default
-# /var/cache/ngx-replay-chroot) and reused.  MATRIX="trixie" runs one.
+# /var/cache/ngx-replay-chroot) and reused.  MATRIX="trixie" runs one;
+# TEST_FILES="..." runs only those .t files in each leg.
 MATRIX ?= bookworm trixie sid
 
 test-matrix:
-	bash t/chroot/matrix $(MATRIX)
+	TEST_FILES="$(TEST_FILES)" bash t/chroot/matrix $(MATRIX)
+
+# CI's head start (.ci/run starts it in the background after make test):
+# the legs' chroots made, their packages installed and the module built
+# in each, then the Debian packages built, while the host runs its checks
+chroots:
+	MATRIX_STEPS=prepare bash t/chroot/matrix $(MATRIX)
+	$(MAKE) deb
 
 # libnginx-mod-http-replay for Debian 12 and 13, built with debhelper and
 # nginx-dev's dh_nginx in a chroot of each (build/deb/SUITE/*.deb); then
@@ -209,8 +218,14 @@ test-matrix:
 # served by it from the real services (t/chroot/deb).
 DEB_SUITES ?= bookworm trixie
 
-deb:
-	bash t/chroot/deb build $(DEB_SUITES)
+DEB_INPUTS := $(SOURCES) CHANGES LICENSE $(shell find debian -type f)
+
+deb: $(DEB_SUITES:%=$(BUILD)/deb/%/.built)
+
+# rebuilt when what goes into it changed (t/chroot/deb empties the dir)
+$(BUILD)/deb/%/.built: $(DEB_INPUTS)
+	bash t/chroot/deb build $*
+	touch $@
 
 test-deb: deb
 	bash t/chroot/deb test $(DEB_SUITES)
