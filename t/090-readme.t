@@ -36,6 +36,8 @@ run_tests();
 
 __DATA__
 
+
+
 === TEST 1: README's configuration: a replay by its id
 --- http_config eval: $main::readme_http
 --- config eval: $main::readme_locations
@@ -45,6 +47,8 @@ GET /game/1/replay
 ReplayTest::fixture('games/1/replay.bin')
 --- no_error_log
 [error]
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -58,6 +62,7 @@ GET /game/abc/replay
 qr/\[info\] .*replay: the database rejected a parameter: .*invalid input syntax for type bigint/
 --- no_error_log
 [error]
+--- no_s3_request
 
 
 
@@ -71,6 +76,7 @@ GET /game/99999999999999999999/replay
 qr/\[info\] .*replay: the database rejected a parameter: .*out of range for type bigint/
 --- no_error_log
 [error]
+--- no_s3_request
 
 
 
@@ -84,6 +90,7 @@ GET /game/999999/replay
 replay: the key query returned no row
 --- no_error_log
 [error]
+--- no_s3_request
 
 
 
@@ -114,6 +121,8 @@ GET /t
 --- error_code: 204
 --- no_error_log
 [error]
+--- s3_requests
+GET /replays/big/1mib.bin
 
 
 
@@ -134,6 +143,8 @@ GET /s3
 ReplayTest::fixture('big/1mib.bin')
 --- no_error_log
 [error]
+--- s3_requests
+GET /replays/big/1mib.bin
 
 
 
@@ -171,3 +182,5 @@ GET /t
 qr/\[info\] .*client timed out \(110: Connection timed out\) while sending to client/
 --- no_error_log
 [error]
+--- s3_requests
+GET /replays/big/50mib.bin
