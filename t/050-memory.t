@@ -115,6 +115,12 @@ sub tls_port {
     return $port;
 }
 
+# The port of the suite's S3 server.
+sub s3_port {
+    my ($port) = $ENV{TEST_NGINX_S3_ENDPOINT} =~ /:(\d+)\/?$/;
+    return $port;
+}
+
 # GET over HTTPS with curl: its exit code, the status, the bytes received.
 sub curl_tls {
     my ($path) = @_;
@@ -175,6 +181,8 @@ qr/^\/s3 200 mem=\d+ bound=\d+$/
                    . "\$replay_memory_bound $bound (nginx's own "
                    . "structures)");
 }]
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -222,6 +230,9 @@ four buffers, then a temporary file)
                    + $temp->{buffers} + $temp->{row} + $temp->{tls},
                    'TEST 2: the temporary file is counted apart');
 }]
+--- s3_requests
+GET /replays/big/1mib.bin
+GET /replays/big/1mib.bin
 
 
 
@@ -267,6 +278,8 @@ qr/^\/game\/1 200 mem=\d+ bound=\d+ db=\d+\.\d{3}$/
     Test::More::is($m->{"at the end"}{row}, $row,
                    "TEST 3: the row is the row's copies");
 }]
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -306,6 +319,9 @@ qr/^\/game\/1 200 mem=\d+ bound=\d+ db=\d+\.\d{3}$/
                    - $mem{'/game/1?n=10'}{bound} == $end[1] - $end[0],
                    "TEST 4: so does \$replay_memory_bound");
 }]
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
 
 
 
@@ -350,6 +366,10 @@ qr/^\/game\/1 200 mem=\d+ bound=\d+ db=\d+\.\d{3}$/
                        . "request's ($mem{'/mirrored'} vs "
                        . "$mem{'/plain'})");
 }]
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
+GET /replays/big/1mib.bin
 
 
 
@@ -398,6 +418,9 @@ ReplayTest::fixture('games/1/replay.bin')
     Test::More::cmp_ok($https->{tls}, '>', 16384 + 4096,
                        "TEST 6: an HTTPS client's TLS ($https->{tls})");
 }]
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
 
 
 
@@ -437,6 +460,8 @@ ReplayTest::fixture('games/1/replay.bin')
     Test::More::cmp_ok($hdr->{tls}, '>', 16384 + 4096,
                        "TEST 7: S3's TLS connection ($hdr->{tls})");
 }]
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -518,6 +543,8 @@ GET /game/1?n=20000
 qr/replay: the key query's row needs \d+ bytes, replay_memory_limit 32768 leaves it \d+/
 --- access_log eval
 [qr/^\/game\/1\?n=10 200 mem=\d+ bound=\d+ s3=\d+\.\d{3}$/, qr/^\/game\/1\?n=20000 500 mem=\d+ bound=\d+ s3=-$/]
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -558,6 +585,10 @@ qr/replay: the key query's row needs \d+ bytes, replay_memory_limit 32768 leaves
                      qr/replay: the request holds \d+ bytes at S3's header, past replay_memory_limit 75776: its buffers grew by \d+ \(pool \d+, buffers \d+, row 0, TLS 0\)/,
                      'TEST 12: the buffers grew');
 }]
+--- error_log eval
+qr/replay: the request holds \d+ bytes at S3's header, past replay_memory_limit 75776/
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -643,6 +674,10 @@ ok
                      qr/replay: the request holds \d+ bytes during the body, past replay_memory_limit 98304: its TLS grew by \d+ \(pool \d+, buffers \d+, row 0, TLS \d+\)/,
                      'TEST 14: TLS grew');
 }]
+--- error_log eval
+qr/replay: the request holds \d+ bytes during the body, past replay_memory_limit 98304/
+--- s3_requests
+GET /replays/big/1mib.bin
 
 
 
@@ -673,6 +708,8 @@ past replay_memory_limit
                    "TEST 15: \$replay_memory $mem[-1] is within 64k "
                    . "and replay_memory_limit 96k");
 }]
+--- s3_requests
+GET /replays/big/1mib.bin
 
 
 
@@ -705,6 +742,10 @@ GET /hold?s=0
 ReplayTest::fixture('games/1/replay.bin')
 --- error_log eval
 qr/replay: memory budget 102400 is taken \(\d+ reserved\) and 1 requests wait already/
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
 
 
 
@@ -732,6 +773,8 @@ GET /hold?s=0
 Retry-After: 1
 --- error_log
 replay: no room in memory budget 102400 within 300 ms
+--- s3_requests
+GET /replays/games/1/replay.bin
 
 
 
@@ -760,6 +803,9 @@ GET /hold?s=0
 ReplayTest::fixture('games/1/replay.bin')
 --- error_log
 client prematurely closed connection
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
 
 
 
@@ -827,7 +873,8 @@ $ENV{TEST_NGINX_USE_VALGRIND}
 
 === TEST 20: 50 requests: the worker holds the descriptors it held before, no more
 (a descriptor a request leaves open would show here 50 times: the client
-connection, S3's, a file; the database pool's one connection stays)
+connection, S3's, a file; the database pool's one connection stays, and
+the endpoint's keepalive cache holds at most its 32 idle connections)
 --- config
     replay_s3_bucket       replays;
     replay_s3_credentials  env;
@@ -841,22 +888,24 @@ connection, S3's, a file; the database pool's one connection stays)
 --- init
 # a first request opens the pool's connection
 ReplayTest::get_concurrently(['/game/1']);
-$main::fds_before = ReplayTest::worker_fds();
+($main::fds_before) = ReplayTest::worker_fds(peer_port => main::s3_port());
 my @res = ReplayTest::get_concurrently([map { '/game/1' } 1 .. 50]);
 Test::More::is(scalar(grep { $_->[0] == 200 } @res), 50, 'TEST 20: 50 served');
 --- request
 GET /game/1
 --- after_request eval
 [sub {
-    my $now;
+    my ($now, $s3);
     # the last connections close as the client sees them close
     for (1 .. 40) {
-        $now = ReplayTest::worker_fds();
+        ($now, $s3) = ReplayTest::worker_fds(peer_port => main::s3_port());
         last if $now == $main::fds_before;
         Time::HiRes::sleep(0.05);
     }
     Test::More::is($now, $main::fds_before,
                    'TEST 20: the worker holds as many descriptors as before');
+    Test::More::ok($s3 <= 32,
+                   "TEST 20: $s3 idle connections to S3 kept, at most 32");
 }]
 --- response_body eval
 ReplayTest::fixture('games/1/replay.bin')

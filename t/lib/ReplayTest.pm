@@ -639,14 +639,45 @@ sub leave_after {
 
 # How many descriptors the worker has open.
 sub worker_fds {
+    my (%o) = @_;
+
     my $pid = worker_pid();
 
     opendir my $dh, "/proc/$pid/fd" or die "/proc/$pid/fd: $!";
-    my $n = grep { /^\d+$/ } readdir $dh;
+    my @fds = grep { /^\d+$/ } readdir $dh;
     closedir $dh;
 
-    return $n;
+    return scalar @fds unless defined $o{peer_port};
+
+    # with peer_port => PORT: (descriptors but the TCP connections to PORT,
+    # those connections)
+    my %peer;
+
+    for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+        open my $fh, '<', $f or next;
+        while (<$fh>) {
+            my @c = split ' ';
+            next unless @c > 9 && $c[2] =~ /:([0-9A-F]{4})$/;
+            $peer{$c[9]} = hex $1;
+        }
+        close $fh;
+    }
+
+    my ($other, $to) = (0, 0);
+
+    for my $fd (@fds) {
+        my $l = readlink "/proc/$pid/fd/$fd" // next;
+
+        if ($l =~ /^socket:\[(\d+)\]$/ && ($peer{$1} // -1) == $o{peer_port}) {
+            $to++;
+        } else {
+            $other++;
+        }
+    }
+
+    return ($other, $to);
 }
+
 
 # The resident memory of the worker, in KiB.
 sub worker_rss {

@@ -416,14 +416,17 @@ sub tcp_sockets {
 }
 
 # a worker's descriptors by kind: pg, s3 (or the stalling origin),
-# client, other (files, listening sockets, epoll, eventfd, pipes)
+# client, cancel (the pipe of the thread a worker starts at its first
+# query cancel, kept for the next), other (files, listening sockets,
+# epoll, eventfd, nginx's pipes)
 sub fds {
     my ($pid, $tcp) = @_;
 
     $tcp ||= tcp_sockets();
 
     my %n = (pg => 0, s3 => 0, client => 0, dns => 0, other => 0,
-             total => 0);
+             cancel => 0, total => 0);
+    my @pipes;
     my ($s3port) = $E{TEST_NGINX_S3_ENDPOINT} =~ /:(\d+)$/;
 
     opendir my $d, "/proc/$pid/fd" or return undef;
@@ -452,10 +455,30 @@ sub fds {
             next;
         }
 
+        if ($l =~ /^pipe:/) {
+            push @pipes, $l;
+            next;
+        }
+
         $n{other}++;
     }
 
     closedir $d;
+
+    # the cancel thread's pipe: both ends in the worker, once it has two
+    # threads; any other pipe counts as other
+    my %ends;
+    $ends{$_}++ for @pipes;
+    my @tasks = glob "/proc/$pid/task/*";
+
+    for my $p (keys %ends) {
+        if ($ends{$p} == 2 && @tasks > 1 && !$n{cancel}) {
+            $n{cancel} = 2;
+        } else {
+            $n{other} += $ends{$p};
+        }
+    }
+
     return \%n;
 }
 
@@ -480,8 +503,8 @@ sub snapshot {
 sub fmt_fds {
     my ($f) = @_;
     return 'gone' unless $f;
-    return sprintf '%d (pg %d, s3 %d, client %d, dns %d, other %d)',
-        @$f{qw(total pg s3 client dns other)};
+    return sprintf '%d (pg %d, s3 %d, client %d, dns %d, cancel %d, other %d)',
+        @$f{qw(total pg s3 client dns cancel other)};
 }
 
 # ---------------------------------------------------------------- error log
