@@ -20,6 +20,10 @@
 #include "ngx_http_replay_sigv4.h"
 
 
+/* the release, as in CHANGES and debian/changelog */
+#define NGX_HTTP_REPLAY_VERSION        "0.1.0"
+
+
 #define NGX_HTTP_REPLAY_PATH_STYLE     0
 #define NGX_HTTP_REPLAY_VIRTUAL_STYLE  1
 

@@ -18,8 +18,21 @@
 #include "ngx_http_replay_util.h"
 #include "ngx_http_replay_creds.h"
 
+#include <nginx.h>
+#include <libpq-fe.h>
+#include <openssl/crypto.h>
+
 
 #define NGX_HTTP_REPLAY_STATUS_ZONE_PAGES  8
+
+/* the module's version, first in either format */
+#define NGX_HTTP_REPLAY_BUILD_INFO                                            \
+    "# HELP replay_build_info the version of ngx_http_replay_module\n"        \
+    "# TYPE replay_build_info gauge\n"                                       \
+    "replay_build_info{version=\"" NGX_HTTP_REPLAY_VERSION "\"} 1\n"
+
+#define NGX_HTTP_REPLAY_JSON_VERSION                                          \
+    "{\"version\":\"" NGX_HTTP_REPLAY_VERSION "\","
 
 /* S3's time to the first byte of its response header, in microseconds */
 #define NGX_HTTP_REPLAY_TTFB_BUCKETS       12
@@ -790,7 +803,9 @@ ngx_http_replay_status_size(ngx_http_replay_main_conf_t *rmcf)
     ngx_http_replay_metric_t       *m;
     ngx_http_replay_status_loc_t  **loc;
 
-    size = sizeof("{}\n");
+    size = sizeof("{}\n")
+           + ngx_max(sizeof(NGX_HTTP_REPLAY_BUILD_INFO),
+                     sizeof(NGX_HTTP_REPLAY_JSON_VERSION));
 
     for (m = ngx_http_replay_metrics; m->name.len; m++) {
         size += sizeof("# HELP  \n# TYPE  \n") + 2 * m->name.len
@@ -854,6 +869,9 @@ ngx_http_replay_status_prometheus(u_char *p,
 
     st = rmcf->stats;
 
+    p = ngx_cpymem(p, NGX_HTTP_REPLAY_BUILD_INFO,
+                   sizeof(NGX_HTTP_REPLAY_BUILD_INFO) - 1);
+
     for (m = ngx_http_replay_metrics; m->name.len; m++) {
         p = ngx_sprintf(p, "# HELP %V %s\n# TYPE %V %s\n",
                         &m->name, m->help, &m->name, m->type);
@@ -908,7 +926,8 @@ ngx_http_replay_status_json(u_char *p, ngx_http_replay_main_conf_t *rmcf)
 
     st = rmcf->stats;
 
-    *p++ = '{';
+    p = ngx_cpymem(p, NGX_HTTP_REPLAY_JSON_VERSION,
+                   sizeof(NGX_HTTP_REPLAY_JSON_VERSION) - 1);
 
     for (m = ngx_http_replay_metrics; m->name.len; m++) {
         p = ngx_sprintf(p, "\"%V\":", &m->name);
@@ -1047,6 +1066,28 @@ ngx_http_replay_status_locations(u_char *p, ngx_http_replay_main_conf_t *rmcf,
     }
 
     return p;
+}
+
+
+/*
+ * Which module, and which OpenSSL and libpq the process loaded: what a
+ * bug report needs first.  nginx calls this in the master on every start
+ * and reload.
+ */
+
+ngx_int_t
+ngx_http_replay_status_init_module(ngx_cycle_t *cycle)
+{
+    int  pq;
+
+    pq = PQlibVersion();
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "ngx_http_replay_module/" NGX_HTTP_REPLAY_VERSION
+                  " (nginx/" NGINX_VERSION ", %s, libpq %d.%d)",
+                  OpenSSL_version(OPENSSL_VERSION), pq / 10000, pq % 10000);
+
+    return NGX_OK;
 }
 
 

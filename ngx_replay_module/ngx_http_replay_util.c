@@ -56,17 +56,17 @@ ngx_http_replay_add_header(ngx_http_request_t *r, char *key, u_char *value,
         return NULL;
     }
 
+    /*
+     * lowcase_key, and next on nginx 1.23+ (headers of one name are
+     * chained there): NULL, on every release without a version check
+     */
+    ngx_memzero(h, sizeof(ngx_table_elt_t));
+
     h->hash = 1;
     h->key.data = (u_char *) key;
     h->key.len = ngx_strlen(key);
     h->value.data = value;
     h->value.len = len;
-    h->lowcase_key = NULL;
-
-#if (nginx_version >= 1023000)
-    /* since 1.23.0, headers of one name are chained */
-    h->next = NULL;
-#endif
 
     return h;
 }

@@ -21,6 +21,14 @@ use ReplayTest;
 use JSON::PP ();
 use Time::HiRes ();
 
+# the release the module says it is
+our $replay_version = do {
+    open my $h, '<', 'ngx_replay_module/ngx_http_replay_module.h' or die $!;
+    my ($v) = join('', <$h>) =~ /#define NGX_HTTP_REPLAY_VERSION\s+"([^"]+)"/
+        or die "no NGX_HTTP_REPLAY_VERSION";
+    $v;
+};
+
 no_shuffle();
 run_tests();
 
@@ -1022,3 +1030,35 @@ qr/^503 (?:0\.[3-9]|1\.[0-4])\d\d$/
 --- no_s3_request
 --- error_log
 replay: database connection timed out after 300 ms
+
+
+
+=== TEST 26: the module's version: replay_build_info in Prometheus, "version" first in JSON
+--- config
+    location = /status {
+        replay_status;
+    }
+--- request eval
+["GET /status", "GET /status?format=json"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/^# TYPE replay_build_info gauge\nreplay_build_info\{version="\Q$main::replay_version\E"\} 1$/m,
+ qr/\A\{"version":"\Q$main::replay_version\E",".*\}\n\z/s]
+--- no_error_log
+[error]
+
+
+
+=== TEST 27: nginx's start logs the module's version and libraries at notice
+--- config
+    location = /t {
+        return 204;
+    }
+--- request
+GET /t
+--- error_code: 204
+--- error_log eval
+qr/\[notice\] \d+#\d+: ngx_http_replay_module\/\Q$main::replay_version\E \(nginx\/1\.\d+\.\d+, OpenSSL \d+\.\d+\.\d+\S* .*, libpq \d+\.\d+\)$/m
+--- no_error_log
+[error]

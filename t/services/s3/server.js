@@ -16,6 +16,17 @@
 
 'use strict'
 
+// Debian 12's node is 18; @koa/router 15 (under s3rver 5) calls ES2023's
+// Array.prototype.toReversed, which came with node 20.  The only such call
+// in the installed packages (t/services/s3/README.md).
+if (!Array.prototype.toReversed) {
+  Object.defineProperty(Array.prototype, 'toReversed', {
+    value: function toReversed() { return Array.prototype.slice.call(this).reverse() },
+    writable: true,
+    configurable: true,
+  })
+}
+
 const crypto = require('node:crypto')
 const fs = require('node:fs')
 const path = require('node:path')
