@@ -7,7 +7,9 @@
  *                              jobs' queries (libpq's pipeline mode),
  *                              reading their results, cancelling,
  *                              closing; no HTTP types
- *   ngx_http_replay_db_cancel.c  cancel requests on a thread of the worker
+ *   ngx_http_replay_db_cancel.c  cancel requests without blocking: on
+ *                              nginx's events (libpq 17 and later), or
+ *                              on a thread of the worker
  *   ngx_http_replay_db_pool.c  the worker's pool of connections to one
  *                              replay_db: idle, busy, the waiting jobs,
  *                              the timeouts; it never sees the protocol
@@ -41,6 +43,13 @@
 #endif
 
 #define NGX_HTTP_REPLAY_DB_TEXT_LEN  1024
+
+/* libpq 17's cancel connections: PQcancelStart(), PQcancelPoll() */
+#ifdef LIBPQ_HAS_ASYNC_CANCEL
+#define NGX_HTTP_REPLAY_DB_ASYNC_CANCEL  1
+#else
+#define NGX_HTTP_REPLAY_DB_ASYNC_CANCEL  0
+#endif
 
 /* what a connection tells its owner (ngx_http_replay_db_conn_t.handler) */
 #define NGX_HTTP_REPLAY_DB_CONNECTED   1   /* ready for jobs */
@@ -171,16 +180,28 @@ struct ngx_http_replay_db_job_s {
 };
 
 
-/* a cancel request, made off the event loop (ngx_http_replay_db_cancel.c) */
+/*
+ * A cancel request (ngx_http_replay_db_cancel.c).  Its caller fills in
+ * pgc, db, pool and handler; the handler runs once, on the event loop,
+ * with ok and err set and libpq's part already freed.
+ */
 struct ngx_http_replay_db_cancel_s {
-    PGcancel                     *cancel;
     ngx_http_replay_db_conn_t    *pgc;          /* NULL once closed */
     ngx_http_replay_db_t         *db;
     ngx_pool_t                   *pool;
     void                        (*handler)(ngx_http_replay_db_cancel_t *cn);
-    ngx_http_replay_db_cancel_t  *next;
-    int                           ok;           /* PQcancel()'s */
+    int                           ok;
     char                          err[256];
+
+#if (NGX_HTTP_REPLAY_DB_ASYNC_CANCEL)
+    PGcancelConn                 *cancel;
+    ngx_connection_t             *c;            /* on its socket */
+    ngx_event_t                   timer;
+    ngx_queue_t                   queue;        /* the ones out */
+#else
+    PGcancel                     *cancel;
+    ngx_http_replay_db_cancel_t  *next;         /* the thread's lists */
+#endif
 };
 
 
@@ -292,10 +313,11 @@ ngx_int_t ngx_http_replay_db_conn_cancel(ngx_http_replay_db_conn_t *pgc);
 void ngx_http_replay_db_conn_close(ngx_http_replay_db_conn_t *pgc);
 size_t ngx_http_replay_db_text(u_char *buf, size_t size, const char *msg,
     ngx_uint_t redact);
+void ngx_http_replay_db_free_connection(ngx_connection_t *c, ngx_uint_t flags);
 
 /* ngx_http_replay_db_cancel.c */
 ngx_int_t ngx_http_replay_db_cancel_post(ngx_http_replay_db_cancel_t *cn,
-    ngx_log_t *log);
+    PGconn *pg, ngx_log_t *log);
 void ngx_http_replay_db_cancel_exit(void);
 
 /* ngx_http_replay_db_pool.c */

@@ -1,8 +1,14 @@
 
 /*
- * Cancel requests off the event loop.
+ * Cancel requests, without blocking the worker.
  *
- * libpq before 17 cancels a query only with PQcancel(), which connects
+ * libpq 17 and later: a cancel connection of libpq's (PQcancelCreate(),
+ * PQcancelStart(), PQcancelPoll()) on nginx's events, as the query's
+ * connection is; it goes to the address the query's connection reached,
+ * over TLS when that one is, and is bounded by the database's
+ * connect_timeout.
+ *
+ * Before 17, libpq cancels a query only with PQcancel(), which connects
  * to the server, sends the backend's key and waits for the server to
  * close: it blocks.  It is documented to be safe from another thread (it
  * is meant for signal handlers: no allocation, no shared state), so a
@@ -10,13 +16,267 @@
  * the first one: a worker that never cancels has no thread.  The thread
  * only calls PQcancel(); it hands each request back through a pipe whose
  * read end is on nginx's event loop, where the request's handler runs.
- *
  * nginx's own thread pool would do, but it starts its 32 threads in
  * every worker at start-up, for cancels that are rare.
  */
 
 
 #include "ngx_http_replay_db.h"
+
+
+#if (NGX_HTTP_REPLAY_DB_ASYNC_CANCEL)
+
+static ngx_int_t ngx_http_replay_db_cancel_watch(
+    ngx_http_replay_db_cancel_t *cn, PostgresPollingStatusType st);
+static void ngx_http_replay_db_cancel_handler(ngx_event_t *ev);
+static void ngx_http_replay_db_cancel_timeout(ngx_event_t *ev);
+static void ngx_http_replay_db_cancel_end(ngx_http_replay_db_cancel_t *cn,
+    int ok, const char *err);
+
+
+/* the requests out, for the worker's exit */
+static ngx_queue_t  ngx_http_replay_db_cancels;
+static ngx_uint_t   ngx_http_replay_db_cancels_init;
+
+
+/* starts a cancel request: cn->handler(cn) runs on the event loop later */
+
+ngx_int_t
+ngx_http_replay_db_cancel_post(ngx_http_replay_db_cancel_t *cn, PGconn *pg,
+    ngx_log_t *log)
+{
+    u_char  text[NGX_HTTP_REPLAY_DB_TEXT_LEN];
+    size_t  len;
+
+    if (!ngx_http_replay_db_cancels_init) {
+        ngx_queue_init(&ngx_http_replay_db_cancels);
+        ngx_http_replay_db_cancels_init = 1;
+    }
+
+    cn->cancel = PQcancelCreate(pg);
+    if (cn->cancel == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (PQcancelStatus(cn->cancel) == CONNECTION_BAD
+        || !PQcancelStart(cn->cancel))
+    {
+        len = ngx_http_replay_db_text(text, sizeof(text),
+                                      PQcancelErrorMessage(cn->cancel), 0);
+
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "replay: cannot start a cancel request to database "
+                      "\"%V\": %*s", &cn->db->name, len, text);
+
+        PQcancelFinish(cn->cancel);
+        cn->cancel = NULL;
+        return NGX_ERROR;
+    }
+
+    /* as after PQconnectStart(): the socket is to be writable first */
+
+    if (ngx_http_replay_db_cancel_watch(cn, PGRES_POLLING_WRITING) != NGX_OK) {
+        if (cn->c) {
+            ngx_http_replay_db_free_connection(cn->c, 0);
+            cn->c = NULL;
+        }
+
+        PQcancelFinish(cn->cancel);
+        cn->cancel = NULL;
+        return NGX_ERROR;
+    }
+
+    cn->timer.handler = ngx_http_replay_db_cancel_timeout;
+    cn->timer.data = cn;
+    cn->timer.log = ngx_cycle->log;
+
+    ngx_add_timer(&cn->timer, cn->db->connect_timeout);
+
+    ngx_queue_insert_tail(&ngx_http_replay_db_cancels, &cn->queue);
+
+    return NGX_OK;
+}
+
+
+/* level-triggered on the one event libpq waits for, as the query's */
+
+static ngx_int_t
+ngx_http_replay_db_cancel_watch(ngx_http_replay_db_cancel_t *cn,
+    PostgresPollingStatusType st)
+{
+    ngx_socket_t       s;
+    ngx_event_t       *on, *off;
+    ngx_connection_t  *c;
+
+    s = PQcancelSocket(cn->cancel);
+
+    if (s == (ngx_socket_t) -1) {
+        return NGX_ERROR;
+    }
+
+    /* libpq may have opened another socket (e.g. without TLS, again) */
+
+    if (cn->c && cn->c->fd != s) {
+        ngx_http_replay_db_free_connection(cn->c, 0);
+        cn->c = NULL;
+    }
+
+    if (cn->c == NULL) {
+        c = ngx_get_connection(s, ngx_cycle->log);
+        if (c == NULL) {
+            return NGX_ERROR;
+        }
+
+        c->data = cn;
+        c->read->handler = ngx_http_replay_db_cancel_handler;
+        c->write->handler = ngx_http_replay_db_cancel_handler;
+        c->read->log = c->log;
+        c->write->log = c->log;
+
+        cn->c = c;
+    }
+
+    c = cn->c;
+
+    if (st == PGRES_POLLING_READING) {
+        on = c->read;
+        off = c->write;
+
+    } else {
+        on = c->write;
+        off = c->read;
+    }
+
+    if (off->active
+        && ngx_del_event(off, off->write ? NGX_WRITE_EVENT : NGX_READ_EVENT,
+                         0)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!on->active
+        && ngx_add_event(on, on->write ? NGX_WRITE_EVENT : NGX_READ_EVENT,
+                         NGX_LEVEL_EVENT)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_replay_db_cancel_handler(ngx_event_t *ev)
+{
+    ngx_connection_t             *c;
+    PostgresPollingStatusType     st;
+    ngx_http_replay_db_cancel_t  *cn;
+
+    c = ev->data;
+    cn = c->data;
+
+    st = PQcancelPoll(cn->cancel);
+
+    switch (st) {
+
+    case PGRES_POLLING_OK:
+        ngx_http_replay_db_cancel_end(cn, 1, NULL);
+        return;
+
+    case PGRES_POLLING_READING:
+    case PGRES_POLLING_WRITING:
+        if (ngx_http_replay_db_cancel_watch(cn, st) == NGX_OK) {
+            return;
+        }
+
+        ngx_http_replay_db_cancel_end(cn, 0, "no events for its socket");
+        return;
+
+    default:
+        ngx_http_replay_db_cancel_end(cn, 0, PQcancelErrorMessage(cn->cancel));
+        return;
+    }
+}
+
+
+static void
+ngx_http_replay_db_cancel_timeout(ngx_event_t *ev)
+{
+    ngx_http_replay_db_cancel_end(ev->data, 0,
+                                  "timed out (the database's connect_timeout)");
+}
+
+
+/* libpq's part freed first: the handler frees the request */
+
+static void
+ngx_http_replay_db_cancel_end(ngx_http_replay_db_cancel_t *cn, int ok,
+    const char *err)
+{
+    if (cn->timer.timer_set) {
+        ngx_del_timer(&cn->timer);
+    }
+
+    if (cn->c) {
+        ngx_http_replay_db_free_connection(cn->c, 0);
+        cn->c = NULL;
+    }
+
+    cn->ok = ok;
+
+    if (!ok) {
+        (void) ngx_cpystrn((u_char *) cn->err, (u_char *) err,
+                           sizeof(cn->err));
+    }
+
+    PQcancelFinish(cn->cancel);
+    cn->cancel = NULL;
+
+    ngx_queue_remove(&cn->queue);
+
+    cn->handler(cn);
+}
+
+
+/*
+ * The worker exits: requests still out are dropped (the connections they
+ * were for are closed already).
+ */
+
+void
+ngx_http_replay_db_cancel_exit(void)
+{
+    ngx_queue_t                  *q;
+    ngx_http_replay_db_cancel_t  *cn;
+
+    if (!ngx_http_replay_db_cancels_init) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&ngx_http_replay_db_cancels)) {
+        q = ngx_queue_head(&ngx_http_replay_db_cancels);
+        ngx_queue_remove(q);
+
+        cn = ngx_queue_data(q, ngx_http_replay_db_cancel_t, queue);
+
+        if (cn->timer.timer_set) {
+            ngx_del_timer(&cn->timer);
+        }
+
+        if (cn->c) {
+            ngx_http_replay_db_free_connection(cn->c, NGX_CLOSE_EVENT);
+        }
+
+        PQcancelFinish(cn->cancel);
+        ngx_destroy_pool(cn->pool);
+    }
+}
+
+
+#else /* !NGX_HTTP_REPLAY_DB_ASYNC_CANCEL */
+
 
 #include <pthread.h>
 
@@ -47,11 +307,18 @@ static ngx_uint_t                    ngx_http_replay_db_cancel_started;
 /* queues a cancel request: cn->handler(cn) runs on the event loop later */
 
 ngx_int_t
-ngx_http_replay_db_cancel_post(ngx_http_replay_db_cancel_t *cn, ngx_log_t *log)
+ngx_http_replay_db_cancel_post(ngx_http_replay_db_cancel_t *cn, PGconn *pg,
+    ngx_log_t *log)
 {
+    cn->cancel = PQgetCancel(pg);
+    if (cn->cancel == NULL) {
+        return NGX_ERROR;
+    }
+
     if (!ngx_http_replay_db_cancel_started
         && ngx_http_replay_db_cancel_start(log) != NGX_OK)
     {
+        PQfreeCancel(cn->cancel);
         return NGX_ERROR;
     }
 
@@ -191,6 +458,11 @@ ngx_http_replay_db_cancel_read(ngx_event_t *ev)
 
     for ( /* void */ ; cn; cn = next) {
         next = cn->next;
+
+        /* libpq's part freed first: the handler frees the request */
+        PQfreeCancel(cn->cancel);
+        cn->cancel = NULL;
+
         cn->handler(cn);
     }
 }
@@ -238,3 +510,6 @@ ngx_http_replay_db_cancel_exit(void)
 
     ngx_http_replay_db_cancel_started = 0;
 }
+
+
+#endif /* NGX_HTTP_REPLAY_DB_ASYNC_CANCEL */

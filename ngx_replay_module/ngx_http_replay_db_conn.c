@@ -1680,19 +1680,12 @@ ngx_http_replay_db_cancel_send(ngx_http_replay_db_conn_t *pgc)
         return NGX_DECLINED;
     }
 
-    cn->cancel = PQgetCancel(pgc->pg);
-    if (cn->cancel == NULL) {
-        ngx_destroy_pool(pool);
-        return NGX_DECLINED;
-    }
-
     cn->pgc = pgc;
     cn->db = db;
     cn->pool = pool;
     cn->handler = ngx_http_replay_db_cancel_done;
 
-    if (ngx_http_replay_db_cancel_post(cn, &pgc->log) != NGX_OK) {
-        PQfreeCancel(cn->cancel);
+    if (ngx_http_replay_db_cancel_post(cn, pgc->pg, &pgc->log) != NGX_OK) {
         ngx_destroy_pool(pool);
         return NGX_DECLINED;
     }
@@ -1736,7 +1729,6 @@ ngx_http_replay_db_cancel_done(ngx_http_replay_db_cancel_t *cn)
                        "replay db: query cancelled");
     }
 
-    PQfreeCancel(cn->cancel);
     ngx_destroy_pool(cn->pool);
 
     if (pgc == NULL) {
@@ -1846,14 +1838,18 @@ ngx_http_replay_db_watch(ngx_http_replay_db_conn_t *pgc)
 static void
 ngx_http_replay_db_unwatch(ngx_http_replay_db_conn_t *pgc, ngx_uint_t flags)
 {
-    ngx_connection_t  *c;
-
-    c = pgc->c;
-
-    if (c == NULL) {
-        return;
+    if (pgc->c) {
+        ngx_http_replay_db_free_connection(pgc->c, flags);
+        pgc->c = NULL;
     }
+}
 
+
+/* a connection of nginx's on a socket libpq owns: given back, not closed */
+
+void
+ngx_http_replay_db_free_connection(ngx_connection_t *c, ngx_uint_t flags)
+{
     if (c->read->active) {
         ngx_del_event(c->read, NGX_READ_EVENT, flags);
     }
@@ -1873,7 +1869,6 @@ ngx_http_replay_db_unwatch(ngx_http_replay_db_conn_t *pgc, ngx_uint_t flags)
     ngx_free_connection(c);
 
     c->fd = (ngx_socket_t) -1;
-    pgc->c = NULL;
 }
 
 

@@ -22,6 +22,7 @@
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_cache.h"
 #include "ngx_http_replay_util.h"
+#include "ngx_http_replay_creds.h"
 
 
 static ngx_int_t ngx_http_replay_handler(ngx_http_request_t *r);
@@ -110,8 +111,8 @@ static ngx_command_t  ngx_http_replay_commands[] = {
       &ngx_http_replay_addressing },
 
     { ngx_string("replay_s3_credentials"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_replay_s3_credentials,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_replay_creds,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -225,7 +226,7 @@ ngx_module_t  ngx_http_replay_module = {
     ngx_http_replay_commands,              /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_replay_status_init_module,    /* init module */
     ngx_http_replay_lookup_init_process,   /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -282,6 +283,13 @@ ngx_http_replay_handler(ngx_http_request_t *r)
             return ngx_http_replay_end(r, ctx, rc);
         }
 
+        /* no credentials to sign with: no lookup for nothing */
+        if (ngx_http_replay_creds_get(rlcf->creds) == NULL) {
+            return ngx_http_replay_end(r, ctx,
+                       ngx_http_replay_creds_unavailable(r, rlcf->creds,
+                                                         &ctx->retry_after));
+        }
+
         r->connection->log->action = "waiting for the memory budget";
 
         rc = ngx_http_replay_mem_reserve(r, ctx, ngx_http_replay_step_done);
@@ -333,6 +341,13 @@ ngx_http_replay_handler(ngx_http_request_t *r)
 
         if (rc != NGX_OK) {
             return ngx_http_replay_end(r, ctx, rc);
+        }
+
+        /* they may have expired during the lookup */
+        if (ngx_http_replay_creds_get(rlcf->creds) == NULL) {
+            return ngx_http_replay_end(r, ctx,
+                       ngx_http_replay_creds_unavailable(r, rlcf->creds,
+                                                         &ctx->retry_after));
         }
 
         if (rlcf->redirect) {
@@ -388,7 +403,7 @@ ngx_http_replay_content_handler(ngx_http_request_t *r)
     level = log->log_level;
 
     if ((level & NGX_LOG_DEBUG_ALL) && rlcf->creds
-        && rlcf->creds->session_token.len)
+        && ngx_http_replay_creds_token_max(rlcf->creds))
     {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
                        "replay: no debug log while the proxy builds the S3 "
@@ -564,6 +579,9 @@ static ngx_int_t
 ngx_http_replay_end(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
     ngx_int_t rc)
 {
+    u_char  *p;
+    size_t   len;
+
     ctx->phase = NGX_HTTP_REPLAY_DONE;
 
     if (rc > 0) {
@@ -573,10 +591,16 @@ ngx_http_replay_end(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
     ngx_http_replay_mem_release(r, ctx);
 
     if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
-        /* a busy database or budget: worth trying again shortly */
-        if (ngx_http_replay_add_header(r, "Retry-After", (u_char *) "1", 1)
-            == NULL)
-        {
+        /* a busy database or budget, credentials to come: try again */
+        p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        len = ngx_sprintf(p, "%T", ctx->retry_after ? ctx->retry_after : 1)
+              - p;
+
+        if (ngx_http_replay_add_header(r, "Retry-After", p, len) == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }

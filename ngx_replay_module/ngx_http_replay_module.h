@@ -20,6 +20,10 @@
 #include "ngx_http_replay_sigv4.h"
 
 
+/* the release, as in CHANGES and debian/changelog */
+#define NGX_HTTP_REPLAY_VERSION        "0.1.0"
+
+
 #define NGX_HTTP_REPLAY_PATH_STYLE     0
 #define NGX_HTTP_REPLAY_VIRTUAL_STYLE  1
 
@@ -72,7 +76,7 @@ typedef struct {
     ngx_str_t                       bucket;
     ngx_str_t                       region;
     ngx_uint_t                      addressing;
-    ngx_replay_sigv4_creds_t       *creds;
+    struct ngx_http_replay_creds_s *creds;           /* ..._creds.c */
     ngx_http_complex_value_t       *key;
 
     /* the PostgreSQL lookup (ngx_http_replay_db_conf.c), NULL if none */
@@ -133,6 +137,8 @@ struct ngx_http_replay_ctx_s {
     ngx_str_t                       key;
     ngx_str_t                       uri;             /* path sent to S3 */
     ngx_str_t                       authorization;
+    ngx_str_t                       security_token;  /* signed with */
+    time_t                          retry_after;     /* of a 503; 0: 1 s */
     u_char                          amz_date[NGX_REPLAY_SIGV4_DATE_LEN];
 
     /* optional columns 2 and 3 of the lookup's row */

@@ -1,15 +1,13 @@
 
 /*
- * S3 addressing, credentials and request signing.
+ * S3 addressing and request signing.
  */
 
 
 #include "ngx_http_replay_s3.h"
 #include "ngx_http_replay_memory.h"
 #include "ngx_http_replay_util.h"
-
-
-#define NGX_HTTP_REPLAY_CREDS_MAX_FILE  65536
+#include "ngx_http_replay_creds.h"
 
 
 static ngx_int_t ngx_http_replay_s3_variable(ngx_http_request_t *r,
@@ -33,13 +31,6 @@ static void ngx_http_replay_s3_request(ngx_http_request_t *r,
 static size_t ngx_http_replay_s3_auth_size(ngx_http_replay_loc_conf_t *rlcf);
 static size_t ngx_http_replay_s3_url_size(ngx_http_replay_loc_conf_t *rlcf,
     size_t uri_len);
-static char *ngx_http_replay_s3_creds_env(ngx_conf_t *cf,
-    ngx_replay_sigv4_creds_t *creds);
-static char *ngx_http_replay_s3_creds_file(ngx_conf_t *cf,
-    ngx_replay_sigv4_creds_t *creds, ngx_str_t *name);
-static char *ngx_http_replay_s3_creds_line(ngx_conf_t *cf,
-    ngx_replay_sigv4_creds_t *creds, u_char *start, u_char *end,
-    ngx_str_t *name, ngx_uint_t line);
 #if (NGX_DEBUG)
 static void ngx_http_replay_s3_debug(void *data, const char *what,
     const unsigned char *text, size_t len);
@@ -157,7 +148,7 @@ ngx_http_replay_s3_variable(ngx_http_request_t *r,
  * when the proxy module first asks for them, as it builds the request to
  * S3, so that the method signed is the one sent (GET for a HEAD that
  * proxy_cache turns into one) and a request served from the cache is not
- * signed at all.
+ * signed at all.  Once signed, they keep what was sent, for the log.
  */
 
 static ngx_int_t
@@ -168,15 +159,23 @@ ngx_http_replay_s3_signed_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
 
-    if (ctx == NULL || ctx->uri.len == 0
-        || ctx->phase != NGX_HTTP_REPLAY_PROXY)
-    {
+    if (ctx == NULL || ctx->uri.len == 0) {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    if (!ctx->signed_request && ngx_http_replay_s3_sign(r, ctx) != NGX_OK) {
-        return NGX_ERROR;
+    if (ctx->authorization.len == 0) {
+
+        /* a presigned URL has no header to show */
+
+        if (ctx->phase != NGX_HTTP_REPLAY_PROXY || ctx->signed_request) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        if (ngx_http_replay_s3_sign(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
 
     if (data == offsetof(ngx_http_replay_ctx_t, amz_date)) {
@@ -268,22 +267,32 @@ static ngx_int_t
 ngx_http_replay_s3_token_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_http_replay_loc_conf_t  *rlcf;
+    ngx_http_replay_ctx_t  *ctx;
 
-    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_replay_module);
 
-    if (rlcf->creds == NULL || rlcf->creds == NGX_CONF_UNSET_PTR
-        || rlcf->creds->session_token.len == 0)
+    if (ctx == NULL || ctx->uri.len == 0
+        || ctx->phase != NGX_HTTP_REPLAY_PROXY)
     {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    v->len = rlcf->creds->session_token.len;
+    /* the token of the credentials the request is signed with */
+    if (!ctx->signed_request && ngx_http_replay_s3_sign(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->security_token.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = ctx->security_token.len;
     v->valid = 1;
-    v->no_cacheable = 0;
+    v->no_cacheable = 1;
     v->not_found = 0;
-    v->data = (u_char *) rlcf->creds->session_token.data;
+    v->data = ctx->security_token.data;
 
     return NGX_OK;
 }
@@ -376,19 +385,9 @@ ngx_http_replay_s3_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *rlcf)
         return NGX_CONF_ERROR;
     }
 
-    if (rlcf->creds->region.len == 0) {
-        /* credentials may be shared by locations of one region */
-        rlcf->creds->region.data = rlcf->region.data;
-        rlcf->creds->region.len = rlcf->region.len;
-
-    } else if ((size_t) rlcf->creds->region.len != rlcf->region.len
-               || ngx_strncmp(rlcf->creds->region.data, rlcf->region.data,
-                              rlcf->region.len) != 0)
+    if (ngx_http_replay_creds_merge(cf, rlcf->creds, &rlcf->region)
+        != NGX_CONF_OK)
     {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "replay_s3_credentials are shared by locations "
-                           "with different replay_s3_region values; "
-                           "repeat replay_s3_credentials in each location");
         return NGX_CONF_ERROR;
     }
 
@@ -507,11 +506,38 @@ ngx_http_replay_s3_sign(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     uint64_t                     start;
     ngx_str_t                    method;
     ngx_uint_t                   n;
+    ngx_replay_sigv4_creds_t    *creds;
     ngx_http_replay_loc_conf_t  *rlcf;
     ngx_replay_sigv4_request_t   req;
     ngx_replay_sigv4_header_t    headers[4];
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    /*
+     * The phase handler has seen credentials; they may have expired since
+     * if the proxy builds its request later (proxy_cache_lock): then the
+     * proxy answers 500, and the log says why.
+     */
+    creds = ngx_http_replay_creds_get(rlcf->creds);
+    if (creds == NULL) {
+        (void) ngx_http_replay_creds_unavailable(r, rlcf->creds,
+                                                 &ctx->retry_after);
+        return NGX_ERROR;
+    }
+
+    /* $replay_s3_security_token: the token signed with, whatever comes */
+    if (creds->session_token.len) {
+        ctx->security_token.data = ngx_http_replay_mem_alloc(r, ctx,
+                                       creds->session_token.len,
+                                       "session token");
+        if (ctx->security_token.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ctx->security_token.data, creds->session_token.data,
+                   creds->session_token.len);
+        ctx->security_token.len = creds->session_token.len;
+    }
 
     /* proxy_cache turns a HEAD into a GET (u->method); nothing else may */
     if (r->upstream && r->upstream->method.len) {
@@ -537,10 +563,11 @@ ngx_http_replay_s3_sign(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     headers[n].value.len = NGX_REPLAY_SIGV4_DATE_LEN;
     n++;
 
-    if (rlcf->creds->session_token.len) {
+    if (ctx->security_token.len) {
         headers[n].name.data = (u_char *) "x-amz-security-token";
         headers[n].name.len = sizeof("x-amz-security-token") - 1;
-        headers[n].value = rlcf->creds->session_token;
+        headers[n].value.data = ctx->security_token.data;
+        headers[n].value.len = ctx->security_token.len;
         n++;
     }
 
@@ -557,7 +584,7 @@ ngx_http_replay_s3_sign(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 
     start = ngx_http_replay_usec();
 
-    if (ngx_replay_sigv4_sign(rlcf->creds, &req, out, size, &len)
+    if (ngx_replay_sigv4_sign(creds, &req, out, size, &len)
         != NGX_REPLAY_SIGV4_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -603,15 +630,18 @@ ngx_http_replay_s3_need(ngx_http_replay_loc_conf_t *rlcf)
         return size + uri + ngx_http_replay_s3_url_size(rlcf, uri);
     }
 
-    return size + uri + ngx_http_replay_s3_auth_size(rlcf);
+    /* the signature, and the session token copied for the proxy */
+    return size + uri + ngx_http_replay_s3_auth_size(rlcf)
+           + ngx_http_replay_creds_token_max(rlcf->creds);
 }
 
 
 static size_t
 ngx_http_replay_s3_auth_size(ngx_http_replay_loc_conf_t *rlcf)
 {
-    return 256 + rlcf->creds->access_key_id.len + rlcf->creds->region.len
-           + rlcf->creds->service.len;
+    /* the key id, the region and "s3" in the credential scope */
+    return 256 + ngx_http_replay_creds_key_id_max(rlcf->creds)
+           + rlcf->region.len + 2;
 }
 
 
@@ -620,14 +650,11 @@ ngx_http_replay_s3_auth_size(ngx_http_replay_loc_conf_t *rlcf)
 static size_t
 ngx_http_replay_s3_url_size(ngx_http_replay_loc_conf_t *rlcf, size_t uri_len)
 {
-    ngx_replay_sigv4_creds_t  *creds;
-
-    creds = rlcf->creds;
-
     return rlcf->scheme.len + sizeof("://") - 1 + rlcf->host.len + uri_len
            + 512
-           + 3 * (creds->access_key_id.len + creds->region.len
-                  + creds->session_token.len);
+           + 3 * (ngx_http_replay_creds_key_id_max(rlcf->creds)
+                  + rlcf->region.len
+                  + ngx_http_replay_creds_token_max(rlcf->creds));
 }
 
 
@@ -643,11 +670,18 @@ ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
     size_t                       size, len;
     uint64_t                     start;
     ngx_table_elt_t             *h;
+    ngx_replay_sigv4_creds_t    *creds;
     ngx_http_replay_loc_conf_t  *rlcf;
     ngx_replay_sigv4_request_t   req;
     ngx_replay_sigv4_header_t    headers[1];
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    creds = ngx_http_replay_creds_get(rlcf->creds);
+    if (creds == NULL) {
+        return ngx_http_replay_creds_unavailable(r, rlcf->creds,
+                                                 &ctx->retry_after);
+    }
 
     if (ngx_http_replay_s3_prepare(r, ctx) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -668,7 +702,7 @@ ngx_http_replay_s3_redirect(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx)
 
     start = ngx_http_replay_usec();
 
-    if (ngx_replay_sigv4_presign(rlcf->creds, &req, rlcf->presign_expires, p,
+    if (ngx_replay_sigv4_presign(creds, &req, rlcf->presign_expires, p,
                                  size - (p - out), &len)
         != NGX_REPLAY_SIGV4_OK)
     {
@@ -729,272 +763,3 @@ ngx_http_replay_s3_debug(void *data, const char *what,
 }
 
 #endif
-
-
-char *
-ngx_http_replay_s3_credentials(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_http_replay_loc_conf_t *rlcf = conf;
-
-    char                      *rv;
-    ngx_str_t                 *value, name;
-    ngx_replay_sigv4_creds_t  *creds;
-
-    if (rlcf->creds != NGX_CONF_UNSET_PTR) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    creds = ngx_pcalloc(cf->pool, sizeof(ngx_replay_sigv4_creds_t));
-    if (creds == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    creds->service.data = (u_char *) "s3";
-    creds->service.len = 2;
-
-    if (value[1].len == 3 && ngx_strncmp(value[1].data, "env", 3) == 0) {
-        rv = ngx_http_replay_s3_creds_env(cf, creds);
-
-    } else if (value[1].len > 5
-               && ngx_strncmp(value[1].data, "file=", 5) == 0)
-    {
-        name.data = value[1].data + 5;
-        name.len = value[1].len - 5;
-        rv = ngx_http_replay_s3_creds_file(cf, creds, &name);
-
-    } else {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\", "
-                           "it must be \"env\" or \"file=PATH\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (rv != NGX_CONF_OK) {
-        return rv;
-    }
-
-    if (creds->access_key_id.len == 0 || creds->secret_access_key.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "replay_s3_credentials \"%V\": both an access "
-                           "key id and a secret access key are needed",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    rlcf->creds = creds;
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * Read in the master process while the configuration loads: its
- * environment is whole there, so no "env" directive is needed for them.
- */
-
-static char *
-ngx_http_replay_s3_creds_env(ngx_conf_t *cf, ngx_replay_sigv4_creds_t *creds)
-{
-    ngx_uint_t   i;
-    char        *value;
-    size_t       len;
-    u_char      *p;
-
-    static char                      *names[] = {
-        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"
-    };
-    ngx_replay_sigv4_str_t           *fields[3];
-
-    fields[0] = &creds->access_key_id;
-    fields[1] = &creds->secret_access_key;
-    fields[2] = &creds->session_token;
-
-    for (i = 0; i < 3; i++) {
-        value = getenv(names[i]);
-
-        if (value == NULL || value[0] == '\0') {
-            if (i == 2) {
-                break;
-            }
-
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "replay_s3_credentials env: %s is not set "
-                               "in nginx's environment", names[i]);
-            return NGX_CONF_ERROR;
-        }
-
-        len = ngx_strlen(value);
-
-        p = ngx_pnalloc(cf->pool, len);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memcpy(p, value, len);
-        fields[i]->data = p;
-        fields[i]->len = len;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * The file is read once, at startup, by the master process (usually
- * root), so it may be readable by root only.  Its format is that of
- * ~/.aws/credentials: "aws_access_key_id = ...", "aws_secret_access_key =
- * ...", "aws_session_token = ...", with an optional "[default]" header;
- * "#" and ";" start comments.
- */
-
-static char *
-ngx_http_replay_s3_creds_file(ngx_conf_t *cf, ngx_replay_sigv4_creds_t *creds,
-    ngx_str_t *name)
-{
-    char             *rv;
-    u_char           *buf, *p, *last, *eol;
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_uint_t        line;
-    ngx_file_info_t   fi;
-
-    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%V\" failed", name);
-        return NGX_CONF_ERROR;
-    }
-
-    rv = NGX_CONF_ERROR;
-    buf = NULL;
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_fd_info_n " \"%V\" failed", name);
-        goto done;
-    }
-
-    if (ngx_file_size(&fi) > NGX_HTTP_REPLAY_CREDS_MAX_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credentials file \"%V\" is too large", name);
-        goto done;
-    }
-
-    buf = ngx_alloc(NGX_HTTP_REPLAY_CREDS_MAX_FILE, cf->log);
-    if (buf == NULL) {
-        goto done;
-    }
-
-    n = ngx_read_fd(fd, buf, NGX_HTTP_REPLAY_CREDS_MAX_FILE);
-    if (n == -1) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_read_fd_n " \"%V\" failed", name);
-        goto done;
-    }
-
-    p = buf;
-    last = buf + n;
-
-    for (line = 1; p < last; line++, p = eol + 1) {
-        eol = ngx_strlchr(p, last, '\n');
-        if (eol == NULL) {
-            eol = last;
-        }
-
-        if (ngx_http_replay_s3_creds_line(cf, creds, p, eol, name, line)
-            != NGX_CONF_OK)
-        {
-            goto done;
-        }
-    }
-
-    rv = NGX_CONF_OK;
-
-done:
-
-    if (buf) {
-        ngx_explicit_memzero(buf, NGX_HTTP_REPLAY_CREDS_MAX_FILE);
-        ngx_free(buf);
-    }
-
-    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
-                           ngx_close_file_n " \"%V\" failed", name);
-    }
-
-    return rv;
-}
-
-
-static char *
-ngx_http_replay_s3_creds_line(ngx_conf_t *cf, ngx_replay_sigv4_creds_t *creds,
-    u_char *start, u_char *end, ngx_str_t *name, ngx_uint_t line)
-{
-    u_char                  *p;
-    ngx_replay_sigv4_str_t   value, *field;
-
-    /* the parsing is nginx-free, in the signer's file, for t/fuzz/ */
-
-    switch (ngx_replay_sigv4_creds_line(start, end - start, &value)) {
-
-    case NGX_REPLAY_SIGV4_CREDS_ACCESS_KEY_ID:
-        field = &creds->access_key_id;
-        break;
-
-    case NGX_REPLAY_SIGV4_CREDS_SECRET_ACCESS_KEY:
-        field = &creds->secret_access_key;
-        break;
-
-    case NGX_REPLAY_SIGV4_CREDS_SESSION_TOKEN:
-        field = &creds->session_token;
-        break;
-
-    case NGX_REPLAY_SIGV4_CREDS_PROFILE:
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credentials file \"%V\", line %ui: only the "
-                           "\"[default]\" profile is read", name, line);
-        return NGX_CONF_ERROR;
-
-    case NGX_REPLAY_SIGV4_CREDS_NO_EQUALS:
-        /* the line's text may be a secret: it is not repeated */
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credentials file \"%V\", line %ui: "
-                           "\"name = value\" expected", name, line);
-        return NGX_CONF_ERROR;
-
-    default: /* NGX_REPLAY_SIGV4_CREDS_SKIP: blank, comment, other keys */
-        return NGX_CONF_OK;
-    }
-
-    if (field->len) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credentials file \"%V\", line %ui: "
-                           "duplicate key", name, line);
-        return NGX_CONF_ERROR;
-    }
-
-    if (value.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credentials file \"%V\", line %ui: "
-                           "empty value", name, line);
-        return NGX_CONF_ERROR;
-    }
-
-    p = ngx_pnalloc(cf->pool, value.len);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memcpy(p, value.data, value.len);
-    field->data = p;
-    field->len = value.len;
-
-    return NGX_CONF_OK;
-}

@@ -1,6 +1,6 @@
 
 /*
- * S3 addressing, credentials and request signing for the module: turns the
+ * S3 addressing and request signing for the module: turns the
  * resolved object key into the request line, Host and Authorization that
  * the proxied request carries, or into a presigned URL.
  */
@@ -19,10 +19,6 @@ ngx_int_t ngx_http_replay_s3_add_variables(ngx_conf_t *cf);
 /* "replay_s3_endpoint URL": scheme and host[:port] */
 char *ngx_http_replay_s3_parse_endpoint(ngx_conf_t *cf,
     ngx_http_replay_loc_conf_t *rlcf, ngx_str_t *url);
-
-/* "replay_s3_credentials env | file=PATH", read once at startup */
-char *ngx_http_replay_s3_credentials(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 
 /* Host and path prefix, once the location's settings are known */
 char *ngx_http_replay_s3_merge(ngx_conf_t *cf,

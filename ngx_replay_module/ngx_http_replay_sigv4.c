@@ -1344,7 +1344,9 @@ ngx_replay_sigv4_creds_line(const unsigned char *line, size_t len,
     } keys[] = {
         { "access_key_id", NGX_REPLAY_SIGV4_CREDS_ACCESS_KEY_ID },
         { "secret_access_key", NGX_REPLAY_SIGV4_CREDS_SECRET_ACCESS_KEY },
-        { "session_token", NGX_REPLAY_SIGV4_CREDS_SESSION_TOKEN }
+        { "session_token", NGX_REPLAY_SIGV4_CREDS_SESSION_TOKEN },
+        { "expiration", NGX_REPLAY_SIGV4_CREDS_EXPIRATION },
+        { "x_security_token_expires", NGX_REPLAY_SIGV4_CREDS_EXPIRATION }
     };
 
     value->data = NULL;

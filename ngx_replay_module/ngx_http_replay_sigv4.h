@@ -170,6 +170,9 @@ int ngx_replay_sigv4_presign(ngx_replay_sigv4_creds_t *creds,
  * before the value, and a trailing "\r", are ignored; "#" and ";" start
  * a comment line; "[default]" is the only profile header allowed; an
  * "aws_" prefix of a key is optional and keys match case-insensitively.
+ * "expiration" (and "x_security_token_expires", as saml2aws and
+ * gimme-aws-creds write it) is when temporary credentials expire; the
+ * signer does not use it, the module does.
  * Returns one of the codes below; for a key the signer uses, *value is
  * its value, pointing into the line (possibly empty).  No allocation, no
  * NUL termination needed: the parser the module and t/fuzz/ share.
@@ -179,6 +182,7 @@ int ngx_replay_sigv4_presign(ngx_replay_sigv4_creds_t *creds,
 #define NGX_REPLAY_SIGV4_CREDS_ACCESS_KEY_ID       1
 #define NGX_REPLAY_SIGV4_CREDS_SECRET_ACCESS_KEY   2
 #define NGX_REPLAY_SIGV4_CREDS_SESSION_TOKEN       3
+#define NGX_REPLAY_SIGV4_CREDS_EXPIRATION          4  /* see below */
 #define NGX_REPLAY_SIGV4_CREDS_PROFILE            -1  /* not [default] */
 #define NGX_REPLAY_SIGV4_CREDS_NO_EQUALS          -2  /* not "name = value" */
 

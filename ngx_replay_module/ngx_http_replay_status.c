@@ -16,9 +16,23 @@
 #include "ngx_http_replay_status.h"
 #include "ngx_http_replay_memory.h"
 #include "ngx_http_replay_util.h"
+#include "ngx_http_replay_creds.h"
+
+#include <nginx.h>
+#include <libpq-fe.h>
+#include <openssl/crypto.h>
 
 
 #define NGX_HTTP_REPLAY_STATUS_ZONE_PAGES  8
+
+/* the module's version, first in either format */
+#define NGX_HTTP_REPLAY_BUILD_INFO                                            \
+    "# HELP replay_build_info the version of ngx_http_replay_module\n"        \
+    "# TYPE replay_build_info gauge\n"                                       \
+    "replay_build_info{version=\"" NGX_HTTP_REPLAY_VERSION "\"} 1\n"
+
+#define NGX_HTTP_REPLAY_JSON_VERSION                                          \
+    "{\"version\":\"" NGX_HTTP_REPLAY_VERSION "\","
 
 /* S3's time to the first byte of its response header, in microseconds */
 #define NGX_HTTP_REPLAY_TTFB_BUCKETS       12
@@ -66,8 +80,6 @@ static u_char *ngx_http_replay_status_json(u_char *p,
     ngx_http_replay_main_conf_t *rmcf);
 static u_char *ngx_http_replay_status_locations(u_char *p,
     ngx_http_replay_main_conf_t *rmcf, ngx_uint_t json);
-static u_char *ngx_http_replay_status_escape(u_char *p, ngx_str_t *name,
-    ngx_uint_t json);
 static ngx_uint_t ngx_http_replay_status_outcome(ngx_http_request_t *r,
     ngx_http_replay_ctx_t *ctx);
 static u_char *ngx_http_replay_print_ms(u_char *p, uint64_t usec);
@@ -755,7 +767,8 @@ ngx_http_replay_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    size = ngx_http_replay_status_size(rmcf);
+    size = ngx_http_replay_status_size(rmcf)
+           + ngx_http_replay_creds_status_size();
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -768,6 +781,7 @@ ngx_http_replay_status_handler(ngx_http_request_t *r)
 
     } else {
         b->last = ngx_http_replay_status_prometheus(b->last, rmcf);
+        b->last = ngx_http_replay_creds_prometheus(b->last);
         ngx_str_set(&r->headers_out.content_type,
                     "text/plain; version=0.0.4; charset=utf-8");
     }
@@ -802,7 +816,9 @@ ngx_http_replay_status_size(ngx_http_replay_main_conf_t *rmcf)
     ngx_http_replay_metric_t       *m;
     ngx_http_replay_status_loc_t  **loc;
 
-    size = sizeof("{}\n");
+    size = sizeof("{}\n")
+           + ngx_max(sizeof(NGX_HTTP_REPLAY_BUILD_INFO),
+                     sizeof(NGX_HTTP_REPLAY_JSON_VERSION));
 
     for (m = ngx_http_replay_metrics; m->name.len; m++) {
         size += sizeof("# HELP  \n# TYPE  \n") + 2 * m->name.len
@@ -866,6 +882,9 @@ ngx_http_replay_status_prometheus(u_char *p,
 
     st = rmcf->stats;
 
+    p = ngx_cpymem(p, NGX_HTTP_REPLAY_BUILD_INFO,
+                   sizeof(NGX_HTTP_REPLAY_BUILD_INFO) - 1);
+
     for (m = ngx_http_replay_metrics; m->name.len; m++) {
         p = ngx_sprintf(p, "# HELP %V %s\n# TYPE %V %s\n",
                         &m->name, m->help, &m->name, m->type);
@@ -920,7 +939,8 @@ ngx_http_replay_status_json(u_char *p, ngx_http_replay_main_conf_t *rmcf)
 
     st = rmcf->stats;
 
-    *p++ = '{';
+    p = ngx_cpymem(p, NGX_HTTP_REPLAY_JSON_VERSION,
+                   sizeof(NGX_HTTP_REPLAY_JSON_VERSION) - 1);
 
     for (m = ngx_http_replay_metrics; m->name.len; m++) {
         p = ngx_sprintf(p, "\"%V\":", &m->name);
@@ -956,9 +976,14 @@ ngx_http_replay_status_json(u_char *p, ngx_http_replay_main_conf_t *rmcf)
 
     sum = st[NGX_HTTP_REPLAY_ST_S3_TTFB_SUM];
 
-    p = ngx_sprintf(p, "},\"sum\":%uA.%06uA,\"count\":%uA}}\n",
+    p = ngx_sprintf(p, "},\"sum\":%uA.%06uA,\"count\":%uA}",
                     sum / 1000000, sum % 1000000,
                     st[NGX_HTTP_REPLAY_ST_S3_TTFB_COUNT]);
+
+    p = ngx_http_replay_creds_json(p);
+
+    *p++ = '}';
+    *p++ = '\n';
 
     return p;
 }
@@ -1002,7 +1027,7 @@ ngx_http_replay_status_locations(u_char *p, ngx_http_replay_main_conf_t *rmcf,
 
             if (json) {
                 p = ngx_sprintf(p, "%s\"", i ? "," : "");
-                p = ngx_http_replay_status_escape(p, &loc[i]->name, 1);
+                p = ngx_http_replay_escape_label(p, &loc[i]->name, 1);
                 *p++ = '"';
                 *p++ = ':';
             }
@@ -1022,7 +1047,7 @@ ngx_http_replay_status_locations(u_char *p, ngx_http_replay_main_conf_t *rmcf,
 
                     p = ngx_sprintf(p, "%V{location=\"",
                                     &ngx_http_replay_loc_names[j]);
-                    p = ngx_http_replay_status_escape(p, &loc[i]->name, 0);
+                    p = ngx_http_replay_escape_label(p, &loc[i]->name, 0);
                     p = ngx_sprintf(p, "\",kind=\"%s\"} %uA\n",
                                     ngx_http_replay_mem_kinds[k], slots[k]);
                 }
@@ -1043,7 +1068,7 @@ ngx_http_replay_status_locations(u_char *p, ngx_http_replay_main_conf_t *rmcf,
             }
 
             p = ngx_sprintf(p, "%V{location=\"", &ngx_http_replay_loc_names[j]);
-            p = ngx_http_replay_status_escape(p, &loc[i]->name, 0);
+            p = ngx_http_replay_escape_label(p, &loc[i]->name, 0);
             p = ngx_sprintf(p, "\"} %uA\n", slots[k]);
         }
 
@@ -1058,41 +1083,24 @@ ngx_http_replay_status_locations(u_char *p, ngx_http_replay_main_conf_t *rmcf,
 
 
 /*
- * A location's name as a Prometheus label value (\\, \" and a line feed
- * escaped) or a JSON string (and control bytes as \u00XX): at most 6
- * bytes a byte.
+ * Which module, and which OpenSSL and libpq the process loaded: what a
+ * bug report needs first.  nginx calls this in the master on every start
+ * and reload.
  */
 
-static u_char *
-ngx_http_replay_status_escape(u_char *p, ngx_str_t *name, ngx_uint_t json)
+ngx_int_t
+ngx_http_replay_status_init_module(ngx_cycle_t *cycle)
 {
-    u_char  *s, *last;
+    int  pq;
 
-    last = name->data + name->len;
+    pq = PQlibVersion();
 
-    for (s = name->data; s < last; s++) {
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "ngx_http_replay_module/" NGX_HTTP_REPLAY_VERSION
+                  " (nginx/" NGINX_VERSION ", %s, libpq %d.%d)",
+                  OpenSSL_version(OPENSSL_VERSION), pq / 10000, pq % 10000);
 
-        if (*s == '"' || *s == '\\') {
-            *p++ = '\\';
-            *p++ = *s;
-            continue;
-        }
-
-        if (*s == '\n') {
-            *p++ = '\\';
-            *p++ = 'n';
-            continue;
-        }
-
-        if (json && (*s < 0x20 || *s == 0x7f)) {
-            p = ngx_sprintf(p, "\\u%04xd", (int) *s);
-            continue;
-        }
-
-        *p++ = *s;
-    }
-
-    return p;
+    return NGX_OK;
 }
 
 

@@ -130,6 +130,9 @@ char *ngx_http_replay_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_http_replay_status_init_zone(ngx_conf_t *cf,
     ngx_http_replay_main_conf_t *rmcf);
 
+/* the module's version and libraries, at notice, when nginx starts */
+ngx_int_t ngx_http_replay_status_init_module(ngx_cycle_t *cycle);
+
 /* $replay_db_time, $replay_s3_time, $replay_sign_time */
 ngx_int_t ngx_http_replay_status_add_variables(ngx_conf_t *cf);
 

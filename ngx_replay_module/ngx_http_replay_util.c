@@ -56,17 +56,17 @@ ngx_http_replay_add_header(ngx_http_request_t *r, char *key, u_char *value,
         return NULL;
     }
 
+    /*
+     * lowcase_key, and next on nginx 1.23+ (headers of one name are
+     * chained there): NULL, on every release without a version check
+     */
+    ngx_memzero(h, sizeof(ngx_table_elt_t));
+
     h->hash = 1;
     h->key.data = (u_char *) key;
     h->key.len = ngx_strlen(key);
     h->value.data = value;
     h->value.len = len;
-    h->lowcase_key = NULL;
-
-#if (nginx_version >= 1023000)
-    /* since 1.23.0, headers of one name are chained */
-    h->next = NULL;
-#endif
 
     return h;
 }
@@ -118,4 +118,37 @@ ngx_http_replay_log_request(ngx_http_request_t *r, char *action)
     ngx_http_set_log_request(r->connection->log, r);
 
     r->connection->log->action = action;
+}
+
+
+u_char *
+ngx_http_replay_escape_label(u_char *p, ngx_str_t *s, ngx_uint_t json)
+{
+    u_char  *c, *last;
+
+    last = s->data + s->len;
+
+    for (c = s->data; c < last; c++) {
+
+        if (*c == '"' || *c == '\\') {
+            *p++ = '\\';
+            *p++ = *c;
+            continue;
+        }
+
+        if (*c == '\n') {
+            *p++ = '\\';
+            *p++ = 'n';
+            continue;
+        }
+
+        if (json && (*c < 0x20 || *c == 0x7f)) {
+            p = ngx_sprintf(p, "\\u%04xd", (int) *c);
+            continue;
+        }
+
+        *p++ = *c;
+    }
+
+    return p;
 }

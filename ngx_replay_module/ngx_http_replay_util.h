@@ -37,6 +37,14 @@ u_char *ngx_http_replay_escape(u_char *dst, size_t size, u_char *src,
     size_t len);
 
 /*
+ * s as a Prometheus label value (\\, \" and a line feed escaped) or, with
+ * json, a JSON string's content (the other control bytes too, as \u00XX):
+ * at most 6 bytes a byte.  Returns the end of what was written.
+ */
+u_char *ngx_http_replay_escape_label(u_char *p, ngx_str_t *s,
+    ngx_uint_t json);
+
+/*
  * The request that the connection's log lines name from now on, and what
  * it is doing ("while ..."): after an asynchronous step, the connection
  * may have logged for another (sub)request meanwhile.

@@ -118,7 +118,7 @@ may hold only letters, digits, ".", "-" and "_"
     }
 --- must_die
 --- error_log
-invalid parameter "inline", it must be "env" or "file=PATH"
+invalid parameter "inline", it must be "env", "file=PATH", "imds", "container", "web_identity" or "chain"
 
 
 

@@ -1,6 +1,7 @@
 # Signing, proven against an S3 server that checks signatures: right
 # credentials are served, a wrong secret or key id is refused by S3 and
-# reported, and no secret reaches a log.  The suite's S3 refuses unsigned
+# reported, no secret reaches a log, and the signing variables a log may
+# show hold what S3 was sent (TEST 9).  The suite's S3 refuses unsigned
 # requests as a private bucket does (TEST 8), and every block of the suite
 # lists what S3 saw (--- s3_requests, checked by t/lib/ReplayTest.pm).
 
@@ -216,3 +217,43 @@ naming the bucket that has it)
 --- s3_requests
 GET /replays/games/1/replay.bin anonymous -> 403 AccessDenied
 GET /public/games/1/replay.bin anonymous -> 200
+
+
+
+=== TEST 9: the signing variables hold what S3 was sent, for the log: the date, the signature, the payload hash
+--- http_config
+    log_format  signing  'date=$replay_s3_date auth="$replay_s3_authorization" sha=$replay_s3_content_sha256';
+--- config
+    location /s3 {
+        replay_s3_endpoint     http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        replay_s3_bucket       replays;
+        replay_s3_credentials  env;
+        replay_s3_key          games/1/replay.bin;
+        access_log             logs/access.log signing;
+    }
+--- tcp_listen: $TEST_NGINX_RAND_PORT_1
+--- tcp_reply eval
+sub {
+    my $q = shift;
+    my %h = map { /^([^:]+):\s*(.*)$/ ? (lc $1, $2) : () } split /\r\n/, $q;
+    # the line the log must hold, from what S3 was sent
+    my $body = "date=" . ($h{'x-amz-date'} // '')
+               . " auth=\"" . ($h{authorization} // '') . "\""
+               . " sha=" . ($h{'x-amz-content-sha256'} // '') . "\n";
+    return "HTTP/1.1 200 OK\r\nContent-Length: " . length($body)
+           . "\r\nConnection: close\r\n\r\n$body";
+}
+--- request
+GET /s3
+--- response_body_like
+^date=\d{8}T\d{6}Z auth="AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/\d{8}/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=[0-9a-f]{64}" sha=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855$
+--- after_request eval
+[sub {
+    my ($block, $body) = @_;
+    ReplayTest::wait_for_line('logs/access.log', qr/^date=/, 5);
+    my $file = Test::Nginx::Util::server_root() . '/logs/access.log';
+    open my $fh, '<', $file or die "$file: $!";
+    my @lines = grep { /^date=/ } <$fh>;
+    Test::More::is_deeply(\@lines, [$body],
+                          'TEST 9: the log holds what S3 was sent');
+}]

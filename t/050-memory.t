@@ -661,7 +661,10 @@ ok
 --- after_request eval
 [sub {
     my ($code, $status, $size) = main::curl_tls('/s3');
-    Test::More::ok($code == 18 && $status == 200 && $size < 1048576,
+    # curl 7.88 (Debian 12) says 18 (partial file); curl 8 says 56 for a
+    # TLS connection closed without close_notify
+    Test::More::ok(($code == 18 || $code == 56) && $status == 200
+                   && $size < 1048576,
                    "TEST 14: a cut response, the connection closed "
                    . "(curl $code, $status, $size bytes)");
     main::wait_for_lines(qr/replay: request memory: /, 1);

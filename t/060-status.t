@@ -2,9 +2,13 @@
 # JSON), its counters moving by exactly what each block did, one block per
 # outcome (ok, not_found, bad_request, db_error, s3_error, timeout of S3's
 # connect, of its read and of the database query, budget by a full queue
-# and by its timeout, memory_limit, client_closed, incomplete); the timing
-# variables and the Server-Timing header, shown non-zero where the work
-# took time (a query with pg_sleep, an S3 that answers late).
+# and by its timeout, memory_limit, client_closed, incomplete), the
+# database's connect failures (refused, and timed out against a listener
+# that never accepts); the gauges shown off zero while requests hold or
+# wait for what they count (a request in flight, the database's busy
+# connection and its queue, the budget's reservation and its queue); the
+# timing variables and the Server-Timing header, shown non-zero where the
+# work took time (a query with pg_sleep, an S3 that answers late).
 #
 # Each block starts its own nginx and makes every request it counts
 # itself, the status request last ("--- status_counters", checked by
@@ -16,6 +20,14 @@ use ReplayTest;
 
 use JSON::PP ();
 use Time::HiRes ();
+
+# the release the module says it is
+our $replay_version = do {
+    open my $h, '<', 'ngx_replay_module/ngx_http_replay_module.h' or die $!;
+    my ($v) = join('', <$h>) =~ /#define NGX_HTTP_REPLAY_VERSION\s+"([^"]+)"/
+        or die "no NGX_HTTP_REPLAY_VERSION";
+    $v;
+};
 
 no_shuffle();
 run_tests();
@@ -112,6 +124,24 @@ sub logged_times {
     close $fh;
 
     return map { +{ /(\w+)=([\d.]+|-)/g } } @lines;
+}
+
+
+# Waits (10 s at most) until replay_status counts $n requests in flight:
+# the requests a block left running in the background have reached where
+# it wants them (each step of a request up to a wait is done in one go by
+# the one worker, so a wait has begun once its request counts).
+sub wait_in_flight {
+    my ($n) = @_;
+
+    for (1 .. ($ENV{TEST_NGINX_USE_VALGRIND} ? 600 : 200)) {
+        my ($r) = ReplayTest::get_concurrently(['/status']);
+        return 1 if $r->[2] =~ /^replay_requests_in_flight \Q$n\E$/m;
+        Time::HiRes::sleep(0.05);
+    }
+
+    Test::More::fail("replay_requests_in_flight never reached $n");
+    return 0;
 }
 
 
@@ -853,3 +883,182 @@ ReplayTest::wait_for_line('logs/error.log', qr/replay: memory at S3's header/, 1
 [200, 200, 200]
 --- s3_requests
 GET /replays/big/50mib.bin
+
+
+
+=== TEST 23: the database's gauges: its one connection busy, a request waiting for it; then idle, none waiting
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    replay_db              "$TEST_NGINX_PG_DSN" pool=1;
+
+    location = /sleep {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url FROM games, pg_sleep($1::float8)
+                             WHERE id = 1" $arg_s;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- init
+# the first holds the connection for 2 s; the second waits for it
+ReplayTest::in_background('/sleep?s=2');
+ReplayTest::in_background('/sleep?s=0');
+main::wait_in_flight(2);
+--- request eval
+["GET /status", "GET /status"]
+--- after_request eval
+[sub {
+    ReplayTest::check_counters('TEST 23 (while one waits)', $_[1], {
+        'replay_requests_in_flight' => 2,
+        'replay_db_connections{state="busy"}' => 1,
+        'replay_db_connections{state="idle"}' => 0,
+        'replay_db_waiting_requests' => 1,
+    });
+    ReplayTest::wait_background();
+}]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="ok"}' => 2,
+    'replay_requests_in_flight' => 0,
+    'replay_db_connects_total' => 1,
+    'replay_db_connections{state="busy"}' => 0,
+    'replay_db_connections{state="idle"}' => 1,
+    'replay_db_waiting_requests' => 0,
+}
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
+
+
+
+=== TEST 24: the budget's gauges: a request's bound reserved, the next one waiting; then nothing reserved, none waiting
+--- http_config
+    replay_memory_budget  100k timeout=10s;
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    replay_db              "$TEST_NGINX_PG_DSN";
+
+    location = /hold {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url FROM games, pg_sleep($1::float8)
+                             WHERE id = 1" $arg_s;
+        proxy_buffer_size   64k;
+        proxy_buffers       4 64k;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- init
+# the first holds the budget (one 64k buffer and more: its bound) for 2 s;
+# the second waits for room
+ReplayTest::in_background('/hold?s=2');
+ReplayTest::in_background('/hold?s=0');
+main::wait_in_flight(2);
+--- request eval
+["GET /status", "GET /status"]
+--- after_request eval
+[sub {
+    my $name = 'TEST 24 (while one waits)';
+    ReplayTest::check_counters($name, $_[1], {
+        'replay_requests_in_flight' => 2,
+        'replay_budget_waiting_requests' => 1,
+        'replay_budget_waits_total' => 1,
+    });
+    my $reserved = ReplayTest::prometheus($_[1], $name)
+                       ->{replay_memory_reserved_bytes} // 0;
+    Test::More::ok($reserved > 65536 && $reserved <= 102400,
+                   "$name - one request's bound reserved ($reserved)");
+    ReplayTest::wait_background();
+}]
+--- status_counters eval
+{
+    'replay_requests_total{outcome="ok"}' => 2,
+    'replay_requests_in_flight' => 0,
+    'replay_budget_waits_total' => 1,
+    'replay_budget_waiting_requests' => 0,
+    'replay_memory_reserved_bytes' => 0,
+}
+--- s3_requests
+GET /replays/games/1/replay.bin
+GET /replays/games/1/replay.bin
+
+
+
+=== TEST 25: a database that never accepts the connection: a connect failure after connect_timeout
+(its accept queue is full, so the kernel drops the SYN: what a host that
+is down or firewalled does)
+--- http_config
+    log_format  took  '$status $request_time';
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+    replay_db              "host=127.0.0.1 port=$TEST_NGINX_RAND_PORT_1
+                            dbname=replay user=replay"
+                           connect_timeout=300ms;
+
+    location ~ ^/game/(.*)$ {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url FROM games WHERE id::text = $1"
+                            $1;
+        access_log          logs/access.log took;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- init
+ReplayTest::never_accepting(ReplayTest::rand_port(1));
+--- request eval
+["GET /game/1", "GET /status"]
+--- error_code eval
+[503, 200]
+--- access_log eval
+qr/^503 (?:0\.[3-9]|1\.[0-4])\d\d$/
+--- status_counters eval
+{
+    'replay_requests_total{outcome="db_error"}' => 1,
+    'replay_responses_total{status="5xx"}' => 1,
+    'replay_db_connects_total' => 0,
+    'replay_db_connect_failures_total' => 1,
+    'replay_db_connections{state="idle"}' => 0,
+    'replay_db_connections{state="busy"}' => 0,
+}
+--- no_s3_request
+--- error_log
+replay: database connection timed out after 300 ms
+
+
+
+=== TEST 26: the module's version: replay_build_info in Prometheus, "version" first in JSON
+--- config
+    location = /status {
+        replay_status;
+    }
+--- request eval
+["GET /status", "GET /status?format=json"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/^# TYPE replay_build_info gauge\nreplay_build_info\{version="\Q$main::replay_version\E"\} 1$/m,
+ qr/\A\{"version":"\Q$main::replay_version\E",".*\}\n\z/s]
+--- no_error_log
+[error]
+
+
+
+=== TEST 27: nginx's start logs the module's version and libraries at notice
+--- config
+    location = /t {
+        return 204;
+    }
+--- request
+GET /t
+--- error_code: 204
+--- error_log eval
+qr/\[notice\] \d+#\d+: ngx_http_replay_module\/\Q$main::replay_version\E \(nginx\/1\.\d+\.\d+, OpenSSL \d+\.\d+\.\d+\S* .*, libpq \d+\.\d+\)$/m
+--- no_error_log
+[error]

@@ -37,7 +37,8 @@ reference(const unsigned char *s, size_t len, size_t *voff, size_t *vlen)
 {
     size_t       b, e, eq, kb, ke, vb, i, j;
     const char  *names[] = { "access_key_id", "secret_access_key",
-                             "session_token" };
+                             "session_token", "expiration",
+                             "x_security_token_expires" };
 
     *voff = 0;
     *vlen = 0;
@@ -90,7 +91,7 @@ reference(const unsigned char *s, size_t len, size_t *voff, size_t *vlen)
         kb += 4;
     }
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 5; i++) {
         if (ke - kb != strlen(names[i])) {
             continue;
         }
@@ -102,7 +103,8 @@ reference(const unsigned char *s, size_t len, size_t *voff, size_t *vlen)
         if (j == ke - kb) {
             *voff = vb;
             *vlen = e - vb;
-            return (int) i + 1;
+            /* both names of the expiry are one key */
+            return (i < 4) ? (int) i + 1 : NGX_REPLAY_SIGV4_CREDS_EXPIRATION;
         }
     }
 
@@ -130,7 +132,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rc = ngx_replay_sigv4_creds_line(line, end - start, &v);
 
         fuzz_check(rc >= NGX_REPLAY_SIGV4_CREDS_NO_EQUALS
-                   && rc <= NGX_REPLAY_SIGV4_CREDS_SESSION_TOKEN);
+                   && rc <= NGX_REPLAY_SIGV4_CREDS_EXPIRATION);
 
         ref = reference(line, end - start, &voff, &vlen);
         fuzz_check(rc == ref);

@@ -17,7 +17,11 @@ package ReplayTest;
 # * each block asserts that the error log holds no [alert], [crit],
 #   [emerg] or "exited on signal" line (a wrong r->main->count shows up
 #   only as "http request count is zero" alerts while responses look fine),
-#   and no [error] line unless the block has an "--- error_log" section;
+#   and no [error] line unless the block has an "--- error_log" section
+#   (or "--- error_log_at_end": patterns that must match lines of the log
+#   once the block is over, for an [error] that a later request of the
+#   block brings, which "--- error_log", checked after each request, does
+#   not allow);
 # * after each nginx shutdown the log it wrote then is read for the same,
 #   and for "open socket ... left in connection" (no_shutdown_error_log);
 # * every request the suite's S3 server saw during the block is checked
@@ -96,7 +100,8 @@ sub _before_block {
 
     if (!defined $block->must_die) {
         push @nel, '[emerg]';
-        push @nel, '[error]' unless defined $block->error_log;
+        push @nel, '[error]' unless defined $block->error_log
+                                    || defined $block->error_log_at_end;
 
         $block->set_value('no_shutdown_error_log', [
             _patterns(scalar $block->no_shutdown_error_log),
@@ -143,7 +148,26 @@ sub _after_block {
     @never_accepting = ();
 
     check_s3_requests($block);
+    check_error_log_at_end($block);
     check_nginx($block) unless defined $block->must_die;
+}
+
+# "--- error_log_at_end": each pattern (a string, or with eval a qr// or
+# an array of them) matches a line of the error log as the block ends.
+sub check_error_log_at_end {
+    my ($block) = @_;
+
+    my @pats = _patterns(scalar $block->error_log_at_end) or return;
+    my @log = _slurp_lines(Test::Nginx::Util::server_root()
+                           . '/logs/error.log');
+
+    for my $pat (@pats) {
+        my $found = ref $pat ? grep { $_ =~ $pat } @log
+                             : grep { index($_, $pat) >= 0 } @log;
+
+        Test::More::ok($found, $block->name . " - \"$pat\" in the error "
+                                . "log by the block's end");
+    }
 }
 
 
@@ -263,15 +287,20 @@ sub reload {
     die "reload: no new worker, or the old one stays\n";
 }
 
-# After a block: nginx and its one worker (or the file's workers(N)) are
-# still there, no worker died or was started anew.  Under valgrind nginx has been stopped already: the
+# The workers nginx runs: one, unless a .t asks for more with workers(N)
+# after "use ReplayTest" (t/095-creds-workers.t).
+sub _nworkers {
+    return Test::Nginx::Util::workers() || 1;
+}
+
+# After a block: nginx and its one worker are still there, no worker died
+# or was started anew.  Under valgrind nginx has been stopped already: the
 # log is read all the same.
 sub check_nginx {
     my ($block) = @_;
 
     my $name = $block->name;
     my $log = Test::Nginx::Util::server_root() . '/logs/error.log';
-    my $workers = Test::Nginx::Util::workers() || 1;  # a file's workers(N)
     my @problems;
 
     if (!$ENV{TEST_NGINX_USE_VALGRIND}) {
@@ -289,8 +318,8 @@ sub check_nginx {
 
             push @problems, "a worker process died: pid @dead" if @dead;
             push @problems, "nginx has " . @live . " live workers, not "
-                            . $workers
-                unless @live == $workers;
+                            . _nworkers()
+                unless @live == _nworkers();
         }
     }
 
@@ -301,14 +330,14 @@ sub check_nginx {
     push @problems, map { "error.log: $_" } @signals;
 
     # (a log level above notice does not show the starts)
-    if (@starts && @starts != $workers * (1 + $reloads)) {
+    if (@starts && @starts != _nworkers() * (1 + $reloads)) {
         push @problems, "nginx started " . @starts . " workers, expected "
-                        . ($workers * (1 + $reloads)) . " (a worker died "
+                        . _nworkers() * (1 + $reloads) . " (a worker died "
                         . "and was replaced?)";
     }
 
     Test::More::ok(!@problems, "$name - nginx and its "
-                               . ($workers == 1 ? "one worker" : "workers")
+                               . (_nworkers() == 1 ? "one worker" : "workers")
                                . " lived through the block")
         or Test::More::diag(join "\n", @problems);
 }

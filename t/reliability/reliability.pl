@@ -17,15 +17,17 @@ use strict;
 use warnings;
 
 use FindBin ();
-use lib $FindBin::Bin;
+use lib $FindBin::Bin, "$FindBin::Bin/../lib";
 
 use Digest::MD5 qw(md5_hex);
 use File::Path qw(make_path);
 use IO::Select ();
 use IO::Socket::INET ();
+use JSON::PP ();
 use POSIX qw(WNOHANG _exit setsid);
 use Time::HiRes qw(time sleep);
 
+use AwsCreds ();
 use Load ();
 
 $| = 1;
@@ -155,6 +157,11 @@ sub write_config {
 
     my $q = 'SELECT replay_url, content_type, file_name FROM games WHERE id = $1::bigint';
 
+    # the web identity token of the rotating credentials' location
+    open my $tok, '>', "$NGX_DIR/html/web-token" or die $!;
+    print $tok "eyJhbGciOiJSUzI1NiJ9.mintJWT-reliability.c2ln\n";
+    close $tok;
+
     open my $fh, '>', "$NGX_DIR/conf/nginx.conf" or die $!;
     print $fh <<"EOF";
 # written by t/reliability/reliability.pl
@@ -254,6 +261,28 @@ http {
             replay_s3_key       stall/\$1;
             replay_buffering    on;
             proxy_read_timeout  1s;
+        }
+
+        # credentials that live 30 s, from STS and from IMDS (scenario
+        # creds; the services come from t/lib/AwsCreds.pm)
+        location ~ ^/rot-sts/(.*)\$ {
+            replay_s3_endpoint     $s3;
+            replay_key_query       "$q" \$1;
+            replay_s3_credentials  web_identity
+                                   role_arn=arn:aws:iam::123456789012:role/replay
+                                   token_file=$NGX_DIR/html/web-token
+                                   sts_endpoint=$ENV{TEST_NGINX_STS_URL}
+                                   ca=$ENV{TEST_NGINX_TLS_DIR}/ca.crt;
+        }
+
+        location ~ ^/rot-imds/(.*)\$ {
+            replay_s3_endpoint     $s3;
+            replay_key_query       "$q" \$1;
+            replay_s3_credentials  imds endpoint=$ENV{TEST_NGINX_IMDS_URL};
+        }
+
+        location = /status {
+            replay_status;
         }
 
         # the configurations users write around a replay location
@@ -1613,6 +1642,90 @@ sub scenario_reload {
     health($name, $mark, new_workers => 1);
 }
 
+# Credentials that live 30 s, rotated all along (STS and IMDS mint a new
+# pair at each refresh, every 15 s), while 20 clients download for 3
+# minutes: every download whole, S3 refuses none of the requests, no
+# reload.
+sub start_aws {
+    for my $kind (qw(sts imds)) {
+        AwsCreds::start($kind);
+        AwsCreds::control($kind, reset => 1, ttl => 30);
+    }
+
+    note_child($_) for AwsCreds::pids();
+}
+
+sub scenario_creds {
+    my $name = 'rotating credentials';
+    my $mark = log_mark();
+    my $s3_from = AwsCreds::s3_log_size();
+    my $master = master_pid();
+    my $seconds = $E{REL_CREDS_SECONDS} || 180;
+
+    my (%status, @bad, $n, $bytes);
+    my $t0 = time;
+
+    Load::run(
+        concurrency => 20,
+        keepalive   => 1,
+        next => sub {
+            return undef if time - $t0 >= $seconds;
+            my $id = $VALID[int rand @VALID];
+            my $where = ($n++ % 2) ? 'sts' : 'imds';
+            return { path => "/rot-$where/$id", id => $id, t => time - $t0 };
+        },
+        done => sub {
+            my ($spec, $res) = @_;
+            $status{ $res->{status} . ($res->{error} ? " $res->{error}" : '') }++;
+            $bytes += $res->{len};
+            my $why = good_response($spec->{id}, $res);
+            push @bad, sprintf('t=%.1f %s: %s', $spec->{t}, $spec->{path}, $why)
+                if $why;
+        },
+    );
+
+    my $total = 0;
+    $total += $_ for values %status;
+    note(sprintf "%s: %d downloads (%.0f MiB) in %.0f s: %s", $name, $total,
+                 ($bytes // 0) / 1048576, time - $t0, summary_of(\%status));
+
+    ok(!@bad && $total > 1000, "$name: $total downloads at 20 concurrent "
+       . "for $seconds s, every one 200 with its bytes",
+       scalar(@bad) . ' bad', @bad[0 .. ($#bad > 9 ? 9 : $#bad)]);
+    ok(!$status{403} && !$status{502}, "$name: no 403, no 502",
+       summary_of(\%status));
+
+    # S3's side: every request signed with a minted pair, none refused
+    my (%keys, @refused);
+    for my $e (AwsCreds::s3_log($s3_from)) {
+        $keys{ $e->{key} // '' }++;
+        push @refused, "$e->{status} $e->{error} $e->{url}"
+            if ($e->{status} // 0) >= 400;
+    }
+    ok(!@refused, "$name: S3 refused none of the requests",
+       scalar(@refused) . ' refused', @refused[0 .. ($#refused > 9 ? 9 : $#refused)]);
+
+    my $rotations = grep { /^ASIA/ } keys %keys;
+    ok($rotations >= 2 * int($seconds / 15) - 2,
+       "$name: $rotations key pairs signed in turn (two sources, a new "
+       . "pair every 15 s)");
+
+    # each set: refreshed all along, never failed, valid now
+    local $ENV{TEST_NGINX_PORT} = $PORT;
+    my ($code, $body) = AwsCreds::get('/status?format=json');
+    my @sets = @{ (eval { JSON::PP::decode_json($body) } || {})->{replay_credentials} || [] };
+    my @rot = grep { $_->{source} =~ /^(imds|web_identity)$/ } @sets;
+    ok(@rot == 2 && !grep({ !$_->{valid} || $_->{failures}
+                            || $_->{refreshes} < int($seconds / 15) } @rot),
+       "$name: both sets refreshed every 15 s, no failure",
+       map { "$_->{source}: refreshes $_->{refreshes}, failures $_->{failures}, "
+             . "last error \"$_->{last_error}\"" } @rot);
+
+    ok(master_pid() == $master, "$name: no reload (the same master)");
+
+    health($name, $mark);
+}
+
 # psql \watch on a count, every 50 ms, in the background: watch_stop()
 # gives the counts it saw
 sub watch_start {
@@ -1792,12 +1905,13 @@ my %SCENARIOS = (
     s3         => \&scenario_s3_restart,
     pg         => \&scenario_pg_restart,
     cache      => \&scenario_cache,
+    creds      => \&scenario_creds,
     reload     => \&scenario_reload,
     dns_slow   => \&scenario_dns_slow,
     query_timeouts => \&scenario_query_timeouts,
 );
 my @ORDER = qw(mix configs bad_input aborts stall s3 pg cache dns_slow
-               query_timeouts reload);
+               query_timeouts creds reload);
 
 my @run = @ARGV ? @ARGV : @ORDER;
 
@@ -1830,6 +1944,7 @@ $SIG{PIPE} = 'IGNORE';
 my $t_start = time;
 
 load_fixtures();
+start_aws();
 start_nginx();
 
 note("nginx $NGINX, module $E{REL_MODULE}, port $PORT, $WORKERS workers, pool $POOL");

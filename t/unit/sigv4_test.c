@@ -16,6 +16,8 @@
 
 #include "ngx_http_replay_sigv4.h"
 
+#include "tap.h"
+
 
 #define AKID     "AKIAIOSFODNN7EXAMPLE"
 #define SECRET   "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -37,21 +39,7 @@ typedef struct {
 } debug_t;
 
 
-static int      tests, failures;
 static debug_t  dbg;
-
-
-static void
-check(int ok, const char *name)
-{
-    tests++;
-
-    if (!ok) {
-        failures++;
-    }
-
-    printf("%sok %d - %s\n", ok ? "" : "not ", tests, name);
-}
 
 
 static void

@@ -16,6 +16,17 @@
 
 'use strict'
 
+// Debian 12's node is 18; @koa/router 15 (under s3rver 5) calls ES2023's
+// Array.prototype.toReversed, which came with node 20.  The only such call
+// in the installed packages (t/services/s3/README.md).
+if (!Array.prototype.toReversed) {
+  Object.defineProperty(Array.prototype, 'toReversed', {
+    value: function toReversed() { return Array.prototype.slice.call(this).reverse() },
+    writable: true,
+    configurable: true,
+  })
+}
+
 const crypto = require('node:crypto')
 const fs = require('node:fs')
 const path = require('node:path')
@@ -339,6 +350,116 @@ server.middleware.unshift(async (ctx, next) => {
   await next()
 })
 
+// ---------------------------------------------------------------------------
+// Temporary credentials, as STS hands them out (see ../README): the suite's
+// IMDS, container and STS endpoints get theirs here.
+//
+//   POST /_replay/credentials?ttl=SECONDS   mint a key pair with a session
+//        token and an expiry: 200 {"AccessKeyId", "SecretAccessKey",
+//        "SessionToken", "Expiration"} (ISO 8601, UTC)
+//   POST /_replay/credentials/revoke?key=ID   revoke one (204)
+//   GET  /_replay/credentials               what was minted, without secrets
+//
+// A request signed with a minted key must carry its session token
+// (x-amz-security-token, or X-Amz-Security-Token when presigned) and come
+// before the expiry, or S3's answers: 400 ExpiredToken, 400 InvalidToken.
+// Minted secrets and tokens hold "mintSECRET" / "mintTOKEN", so that the
+// tests can look for them in every log.
+const minted = new Map() // key id -> { token, expires, revoked }
+
+function randomChars(n, alphabet) {
+  const bytes = crypto.randomBytes(n)
+  let out = ''
+  for (let i = 0; i < n; i++) out += alphabet[bytes[i] % alphabet.length]
+  return out
+}
+
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+
+function mint(ttl) {
+  const id = 'ASIA' + randomChars(16, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567')
+  const secret = 'mintSECRET' + randomChars(30, B64)
+  // real session tokens are 400 to 1,000+ bytes of base64
+  const token = 'mintTOKEN' + randomChars(600, B64) + '=='
+  const expires = new Date(Math.floor(Date.now() / 1000 + ttl) * 1000)
+  AWSAccount.DUMMY_ACCOUNT.createKeyPair(id, secret)
+  minted.set(id, { token, expires, revoked: false })
+  return {
+    AccessKeyId: id,
+    SecretAccessKey: secret,
+    SessionToken: token,
+    Expiration: expires.toISOString().replace(/\.\d+Z$/, 'Z'),
+  }
+}
+
+function revoke(id) {
+  const m = minted.get(id)
+  if (!m) return false
+  m.revoked = true
+  AWSAccount.DUMMY_ACCOUNT.revokeAccessKey(id)
+  return true
+}
+
+// forget keys long expired (an hour), so that a long run stays small
+setInterval(() => {
+  const old = Date.now() - 3600 * 1000
+  for (const [id, m] of minted) {
+    if (m.expires.getTime() < old) {
+      revoke(id)
+      minted.delete(id)
+    }
+  }
+}, 60 * 1000).unref()
+
+server.middleware.unshift(async (ctx, next) => {
+  if (ctx.path === '/_replay/credentials' || ctx.path.startsWith('/_replay/credentials/')) {
+    if (ctx.method === 'POST' && ctx.path === '/_replay/credentials') {
+      const ttl = Number(ctx.query.ttl ?? 3600)
+      if (!Number.isInteger(ttl) || ttl < 1 || ttl > 43200) {
+        ctx.status = 400
+        ctx.body = 'ttl: 1 to 43200 seconds\n'
+        return
+      }
+      ctx.type = 'application/json'
+      ctx.body = JSON.stringify(mint(ttl))
+      return
+    }
+    if (ctx.method === 'POST' && ctx.path === '/_replay/credentials/revoke') {
+      ctx.status = revoke(String(ctx.query.key)) ? 204 : 404
+      return
+    }
+    if (ctx.method === 'GET' && ctx.path === '/_replay/credentials') {
+      ctx.type = 'application/json'
+      ctx.body = JSON.stringify(
+        [...minted].map(([id, m]) => ({
+          AccessKeyId: id,
+          Expiration: m.expires.toISOString(),
+          revoked: m.revoked,
+        }))
+      )
+      return
+    }
+    ctx.status = 405
+    return
+  }
+
+  const authorization = ctx.get('authorization')
+  const credential = /^AWS4-HMAC-SHA256 /i.test(authorization)
+    ? (/Credential=([^,\s]+)/.exec(authorization) || [])[1]
+    : ctx.query['X-Amz-Credential']
+  const m = typeof credential === 'string' && minted.get(credential.split('/')[0])
+  if (m && !m.revoked) {
+    const token = ctx.get('x-amz-security-token') || ctx.query['X-Amz-Security-Token']
+    if (token !== m.token) {
+      throw new S3Error('InvalidToken', 'The provided token is malformed or otherwise invalid.')
+    }
+    if (Date.now() >= m.expires.getTime()) {
+      throw new S3Error('ExpiredToken', 'The provided token has expired.')
+    }
+  }
+  await next()
+})
+
 // AWS answers every request with a request id and an extended one; s3rver
 // does not, so a test that they are not relayed would test nothing.
 server.middleware.unshift(async (ctx, next) => {
@@ -407,9 +528,12 @@ server.middleware.splice(routerAt, 0, async (ctx, next) => {
 // S3 did or did not see (method, raw URL as sent, Host, Range, status, auth
 // mechanism and the access key it names).  Written synchronously before the
 // response goes out: once a client has its answer, the line is there.
+// The credentials' control API (/_replay/) is not logged.
 if (logFile) {
   const out = fs.openSync(logFile, 'a')
   server.middleware.unshift(async (ctx, next) => {
+    // the credentials' control API above is the suite's, not S3's
+    if (ctx.path.startsWith('/_replay/')) return next()
     const auth = ctx.get('authorization')
       ? ctx.get('authorization').split(' ')[0]
       : 'X-Amz-Algorithm' in ctx.query
