@@ -5,7 +5,7 @@ LOG holds "$uri $replay_db_time $request_time" lines (bench/run's access
 log of the nginx under test).  Prints, as JSON, the count, median and mean
 in ms of $replay_db_time over the /game/ID/replay and /link/ID/replay
 requests with ID >= FIRST_ID (the measured ones, not the warm-up), or
-null when there are none.  $replay_db_time has millisecond resolution.
+null when there are none.  $replay_db_time has microsecond resolution.
 """
 
 import json

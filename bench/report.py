@@ -20,7 +20,11 @@ LABEL = {
     "ceiling": "(1) origin, direct",
     "proxy": "(2) nginx proxy_pass, fixed key",
     "module": "(3) replay module: lookup + SigV4 + stream",
+    "onebyone": "(3o) (3), one query at a time (pipeline=off)",
+    "default": "(3d) replay module, default config (no upstream block), key fixed",
     "cached": "(3c) replay module + replay_key_cache (ids cached)",
+    "stale": "(3s) replay module + replay_key_cache, PostgreSQL stopped (stale entries)",
+    "pcache": "(3p) replay module + proxy_cache hits",
     "redirect": "(4) replay module, 302 only",
     "follow": "(4) replay module, 302 + follow",
     "baseline": "(5) fetch-whole-object proxy",
@@ -29,12 +33,17 @@ SHORT = {
     "ceiling": "(1) origin",
     "proxy": "(2) proxy_pass",
     "module": "(3) module",
+    "onebyone": "(3o) one at a time",
+    "default": "(3d) default config",
     "cached": "(3c) module+cache",
+    "stale": "(3s) stale, no DB",
+    "pcache": "(3p) proxy_cache hits",
     "redirect": "(4) 302",
     "follow": "(4) 302+follow",
     "baseline": "(5) fetch-all",
 }
-ORDER = ["ceiling", "proxy", "module", "cached", "redirect", "follow", "baseline"]
+ORDER = ["ceiling", "proxy", "module", "onebyone", "default", "cached",
+         "stale", "pcache", "redirect", "follow", "baseline"]
 PAGE_KIB = 4
 
 
@@ -123,7 +132,7 @@ def small_stats(rows):
         if r["test"] == "small":
             groups.setdefault(r["name"], []).append(r)
     for name, rs in groups.items():
-        rps, p50, p99, srv, org, db, errs = [], [], [], [], [], [], []
+        rps, p50, p99, srv, org, db, errs, stale = [], [], [], [], [], [], [], []
         for r in rs:
             x = r["result"]
             n = x["requests"]
@@ -136,11 +145,12 @@ def small_stats(rows):
             db.append(r["db_ticks"] / t / n * 1e6)
             errs.append(x["err_connect"] + x["err_read"] + x["err_write"]
                         + x["err_status"] + x["err_timeout"])
+            stale.append(r.get("stale_served", 0) / n if n else 0)
         out[name] = {
             "runs": len(rs), "rps": med(rps), "rps_min": min(rps),
             "rps_max": max(rps), "p50": med(p50), "p99": med(p99),
             "srv": med(srv), "org": med(org), "db": med(db),
-            "errors": sum(errs),
+            "errors": sum(errs), "stale_share": med(stale),
         }
     return out
 
@@ -361,7 +371,7 @@ def main():
             d = m["ttfb50"] - p["ttfb50"]
             rtt = max(hot, cold if cold is not None else hot)
             rtt_s = ("one round trip (pgbench): %.3f ms back to back, %.3f ms to an idle backend; "
-                     "the module's own lookups in these runs: %s ms median ($replay_db_time, 1 ms resolution)"
+                     "the module's own lookups in these runs: %s ms median ($replay_db_time)"
                      % (hot, cold if cold is not None else float("nan"), f1(m["db_time"])))
             if d <= rtt:
                 v = verdict(True)
@@ -372,6 +382,8 @@ def main():
                 v = verdict(False)
             w("| 50 MiB TTFB within one DB round trip of (2)'s, %d concurrent | median %.3f − %.3f ms = **%+.3f ms**; %s | %s |"
               % (conc, m["ttfb50"], p["ttfb50"], d, rtt_s, v))
+    for t in issue14_targets(L, S):
+        w(t)
     for conc in (1, 16, 20):
         m, b = L.get(("module", conc)), L.get(("baseline", conc))
         if m and b:
@@ -406,6 +418,23 @@ def main():
                       "1 s warm-up asks for every id once, so the measured requests find their key in "
                       "the cache and never reach PostgreSQL (replays asked for again, as popular ones "
                       "are). Lookup, signing and streaming otherwise as (3).",
+            "onebyone": "(3) on a `replay_db` of its own with `pipeline=off`: each connection "
+                        "sends one query and waits for its answer before the next, as the module "
+                        "did before issue #14; (3) batches the queries that wait for a connection "
+                        "(libpq's pipeline mode, `pipeline=32` by default). Both `pool=4` per worker.",
+            "default": "`replay_s3_endpoint http://127.0.0.1:PORT` written as the docs show it, no "
+                       "`upstream` block (the module's own keep-alive, `keepalive=32` by default), "
+                       "`replay_s3_key` fixed: no lookup. Compared with (2), which has the key "
+                       "fixed too.",
+            "stale": "(3) plus `replay_key_cache ... valid=1s stale=1h`, small objects only: the 1 s "
+                     "warm-up fills the cache, 1.2 s later (every entry expired) PostgreSQL is "
+                     "stopped for the measurement and started again after it. Every request tries "
+                     "the database, fails (connection refused) and is served its expired entry "
+                     "(`STALE`).",
+            "pcache": "(3) plus `proxy_cache` (`proxy_cache_valid 200 1h`, `sendfile on`), large "
+                      "objects only: the warm-up fetches the %d objects measured into the cache, "
+                      "the measured requests are hits (the lookup still runs: the cache key is "
+                      "the object's). Compared with (1), the origin's own `sendfile`." % 4,
             "redirect": "`replay_redirect 302`: lookup and presigning, the client gets the `Location` only "
                         "(its time to first byte is that of the 302).",
             "follow": "the same, and the client then fetches the presigned URL from the origin "
@@ -529,6 +558,41 @@ def main():
         f.write("\n".join(o) + "\n")
 
 
+def issue14_targets(L, S):
+    """the rows of issue #14's targets"""
+    rows = []
+    if "default" in S and "proxy" in S:
+        r = S["default"]["rps"] / S["proxy"]["rps"]
+        rows.append("| issue #14: default configuration (no `upstream` block), key fixed, 16 KiB at %d connections ≥ 0.9 × (2) | %.0f / %.0f req/s = **%.2f** | %s |"
+                    % (50, S["default"]["rps"], S["proxy"]["rps"], r, verdict(r >= 0.9)))
+    if "module" in S and "proxy" in S:
+        r = S["module"]["rps"] / S["proxy"]["rps"]
+        rows.append("| issue #14: a lookup on every request (batched), 16 KiB ≥ 0.7 × (2) | %.0f / %.0f req/s = **%.2f** | %s |"
+                    % (S["module"]["rps"], S["proxy"]["rps"], r, verdict(r >= 0.7)))
+    if "module" in S and "onebyone" in S:
+        a, b = S["module"]["db"], S["onebyone"]["db"]
+        cut = 1 - a / b if b else float("nan")
+        rows.append("| issue #14: PostgreSQL CPU per lookup ≥ 30 %% lower batched than one at a time, same run | %.1f vs %.1f µs = **%.0f %% lower** (requests/s: %.0f vs %.0f) | %s |"
+                    % (a, b, cut * 100, S["module"]["rps"], S["onebyone"]["rps"], verdict(cut >= 0.3)))
+    for conc in (1, 16):
+        c, o = L.get(("pcache", conc)), L.get(("ceiling", conc))
+        if c and o:
+            r = c["mib"] / o["mib"]
+            rows.append("| issue #14: `proxy_cache` hits of 50 MiB ≥ 0.9 × (1) the origin, %d concurrent | %.0f / %.0f MiB/s = **%.2f** | %s |"
+                        % (conc, c["mib"], o["mib"], r, verdict(r >= 0.9)))
+    m, p = L.get(("module", 1)), L.get(("proxy", 1))
+    if m and p and m["db_time"] == m["db_time"]:
+        d = m["ttfb50"] - p["ttfb50"]
+        allowed = m["db_time"] + 0.2
+        rows.append("| issue #14: TTFB at 1 concurrent within 0.2 ms of (2) + the lookup | (3) %.3f ms − (2) %.3f ms = **%+.3f ms**; the lookup (`$replay_db_time`, median): %.3f ms; allowed %.3f ms | %s |"
+                    % (m["ttfb50"], p["ttfb50"], d, m["db_time"], allowed, verdict(d <= allowed)))
+    if "stale" in S and "proxy" in S:
+        st = S["stale"]
+        rows.append("| issue #14: `replay_key_cache` with the database stopped (no target: measured) | %.0f req/s = %.2f × (2), %.0f %% of them served `STALE`, %d errors | — |"
+                    % (st["rps"], st["rps"] / S["proxy"]["rps"], st["stale_share"] * 100, st["errors"]))
+    return rows
+
+
 def analysis(L, S, hot, cold, info):
     notes = []
     for conc in (1, 16):
@@ -604,6 +668,41 @@ def analysis(L, S, hot, cold, info):
             "and gets %.2f of the module's requests/s at %.1f µs of CPU per "
             "request (thread per connection, blocking I/O, a copy through a heap "
             "buffer)." % (b["rps"] / m["rps"], b["srv"]))
+    if "module" in S and "onebyone" in S:
+        m, o = S["module"], S["onebyone"]
+        notes.append(
+            "Batched lookups (3) against one at a time (3o), same pool size, "
+            "same run: %.0f vs %.0f requests/s, PostgreSQL CPU %.1f vs %.1f µs "
+            "per lookup, nginx CPU %.1f vs %.1f µs per request. A batch costs "
+            "the server one wake-up and one read for many queries; one at a "
+            "time, each query waits for the previous one's answer on its "
+            "connection, so at 50 connections most lookups queue."
+            % (m["rps"], o["rps"], m["db"], o["db"], m["srv"], o["srv"]))
+    if "default" in S and "proxy" in S:
+        d, p = S["default"], S["proxy"]
+        notes.append(
+            "The default configuration (3d: the endpoint's URL, no `upstream` "
+            "block, key fixed) keeps its connections to the origin (the "
+            "module's own `keepalive=32`): %.2f of `proxy_pass` with its "
+            "keep-alive upstream, at %.1f vs %.1f µs of nginx CPU per request "
+            "(the signature is the difference)."
+            % (d["rps"] / p["rps"], d["srv"], p["srv"]))
+    if "stale" in S:
+        st = S["stale"]
+        notes.append(
+            "With PostgreSQL stopped (3s) every request still tries the "
+            "database (a refused connection), logs it, and is served its "
+            "expired entry: %.0f requests/s, %.1f µs of nginx CPU per request."
+            % (st["rps"], st["srv"]))
+    for conc in (1, 16):
+        c, o = L.get(("pcache", conc)), L.get(("ceiling", conc))
+        if c and o:
+            notes.append(
+                "`proxy_cache` hits, 50 MiB, %d concurrent (3p): %.0f MiB/s "
+                "against the origin's own %.0f (both `sendfile` from the page "
+                "cache); each hit still runs its lookup (the cache key is the "
+                "object's), once per 50 MiB."
+                % (conc, c["mib"], o["mib"]))
     for conc in (1, 16, 20):
         m, b = L.get(("module", conc)), L.get(("baseline", conc))
         if m and b:

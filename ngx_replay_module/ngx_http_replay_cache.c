@@ -16,6 +16,15 @@
  * databases, never share entries, and the entries outlive a reload that
  * keeps the query.  Only a row with a key is kept: "not found" and errors
  * always ask the database again.
+ *
+ * With "stale=", an expired entry is kept that much longer, and served
+ * when the database fails the lookup that was to renew it (down, past
+ * query_timeout, its queue full).  With "notify=", the workers LISTEN on
+ * a channel (ngx_http_replay_lookup.c) and a NOTIFY drops the entries it
+ * names: ngx_http_replay_cache_drop().  The zone counts its drops and has
+ * an epoch: an entry of an older epoch counts as expired (the listeners
+ * were away and a NOTIFY may have been lost), and an answer that a drop
+ * may have overtaken while the database was asked is kept as expired.
  */
 
 
@@ -28,6 +37,8 @@ typedef struct {
     ngx_rbtree_t                  rbtree;
     ngx_rbtree_node_t             sentinel;
     ngx_queue_t                   lru;
+    ngx_uint_t                    epoch;       /* older entries: expired */
+    ngx_uint_t                    drops;       /* by NOTIFY, so far */
 } ngx_http_replay_cache_sh_t;
 
 
@@ -41,6 +52,7 @@ typedef struct {
     ngx_str_node_t                sn;          /* sn.str: the cache key */
     ngx_queue_t                   queue;       /* in sh->lru */
     time_t                        expire;
+    ngx_uint_t                    epoch;
     uint32_t                      key_len;
     uint32_t                      type_len;
     uint32_t                      name_len;
@@ -50,6 +62,10 @@ typedef struct {
 
 static void ngx_http_replay_cache_delete(ngx_http_replay_cache_t *cache,
     ngx_http_replay_cache_node_t *node);
+static ngx_int_t ngx_http_replay_cache_row(ngx_http_replay_cache_t *cache,
+    ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_http_replay_cache_node_t *node, ngx_http_replay_cache_row_pt set_row);
+static ngx_int_t ngx_http_replay_cache_channel(ngx_str_t *name);
 static ngx_int_t ngx_http_replay_cache_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_replay_cache_variable(ngx_http_request_t *r,
@@ -69,18 +85,18 @@ static ngx_str_t  ngx_http_replay_cache_states[] = {
     ngx_null_string,
     ngx_string("MISS"),
     ngx_string("HIT"),
-    ngx_string("EXPIRED")
+    ngx_string("EXPIRED"),
+    ngx_string("STALE")
 };
 
 
 ngx_int_t
 ngx_http_replay_cache_get(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
-    ngx_str_t *ckey, ngx_http_replay_cache_row_pt set_row)
+    ngx_str_t *ckey, ngx_http_replay_cache_row_pt set_row, ngx_uint_t *drops)
 {
-    u_char                        *p;
+    time_t                         now;
     uint32_t                       hash;
     ngx_int_t                      rc;
-    ngx_str_t                      key, type, name;
     ngx_str_node_t                *sn;
     ngx_http_replay_cache_t       *cache;
     ngx_http_replay_loc_conf_t    *rlcf;
@@ -90,8 +106,12 @@ ngx_http_replay_cache_get(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
     cache = rlcf->key_cache->data;
 
     hash = ngx_crc32_long(ckey->data, ckey->len);
+    now = ngx_time();
 
     ngx_shmtx_lock(&cache->shpool->mutex);
+
+    /* an answer overtaken by a drop is not to be kept as fresh */
+    *drops = cache->sh->drops;
 
     sn = ngx_str_rbtree_lookup(&cache->sh->rbtree, ckey, hash);
 
@@ -106,8 +126,14 @@ ngx_http_replay_cache_get(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
 
     node = (ngx_http_replay_cache_node_t *) sn;
 
-    if (node->expire <= ngx_time()) {
-        ngx_http_replay_cache_delete(cache, node);
+    if (node->expire <= now || node->epoch != cache->sh->epoch) {
+
+        /* kept while it may still be served stale */
+
+        if (node->expire + rlcf->key_cache_stale <= now) {
+            ngx_http_replay_cache_delete(cache, node);
+        }
+
         ngx_shmtx_unlock(&cache->shpool->mutex);
 
         ctx->key_cache = NGX_HTTP_REPLAY_CACHE_EXPIRED;
@@ -116,24 +142,7 @@ ngx_http_replay_cache_get(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
-    ngx_queue_remove(&node->queue);
-    ngx_queue_insert_head(&cache->sh->lru, &node->queue);
-
-    p = node->data + node->sn.str.len;
-
-    key.data = p;
-    key.len = node->key_len;
-    p += key.len;
-
-    type.data = p;
-    type.len = node->type_len;
-    p += type.len;
-
-    name.data = p;
-    name.len = node->name_len;
-
-    /* copied out while the entry cannot go */
-    rc = set_row(r, ctx, &key, &type, &name);
+    rc = ngx_http_replay_cache_row(cache, r, ctx, node, set_row);
 
     ngx_shmtx_unlock(&cache->shpool->mutex);
 
@@ -151,9 +160,118 @@ ngx_http_replay_cache_get(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
 }
 
 
+/*
+ * The database failed the lookup that was to renew an expired entry:
+ * the entry is served if it is still within "stale=".  NGX_OK: set_row()
+ * has given the request its row; NGX_DECLINED: none; NGX_ERROR: the
+ * request cannot hold it.
+ */
+
+ngx_int_t
+ngx_http_replay_cache_get_stale(ngx_http_request_t *r,
+    ngx_http_replay_ctx_t *ctx, ngx_str_t *ckey,
+    ngx_http_replay_cache_row_pt set_row)
+{
+    uint32_t                       hash;
+    ngx_int_t                      rc;
+    ngx_str_node_t                *sn;
+    ngx_http_replay_cache_t       *cache;
+    ngx_http_replay_loc_conf_t    *rlcf;
+    ngx_http_replay_cache_node_t  *node;
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+    cache = rlcf->key_cache->data;
+
+    hash = ngx_crc32_long(ckey->data, ckey->len);
+
+    ngx_shmtx_lock(&cache->shpool->mutex);
+
+    sn = ngx_str_rbtree_lookup(&cache->sh->rbtree, ckey, hash);
+    node = (ngx_http_replay_cache_node_t *) sn;
+
+    if (node == NULL
+        || node->expire + rlcf->key_cache_stale <= ngx_time())
+    {
+        ngx_shmtx_unlock(&cache->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_replay_cache_row(cache, r, ctx, node, set_row);
+
+    ngx_shmtx_unlock(&cache->shpool->mutex);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->key_cache = NGX_HTTP_REPLAY_CACHE_STALE;
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_KEY_CACHE_STALE, 1);
+
+    return NGX_OK;
+}
+
+
+/* with the zone locked: the entry's row, copied while it cannot go */
+
+static ngx_int_t
+ngx_http_replay_cache_row(ngx_http_replay_cache_t *cache,
+    ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
+    ngx_http_replay_cache_node_t *node, ngx_http_replay_cache_row_pt set_row)
+{
+    u_char     *p;
+    ngx_str_t   key, type, name;
+
+    ngx_queue_remove(&node->queue);
+    ngx_queue_insert_head(&cache->sh->lru, &node->queue);
+
+    p = node->data + node->sn.str.len;
+
+    key.data = p;
+    key.len = node->key_len;
+    p += key.len;
+
+    type.data = p;
+    type.len = node->type_len;
+    p += type.len;
+
+    name.data = p;
+    name.len = node->name_len;
+
+    return set_row(r, ctx, &key, &type, &name);
+}
+
+
+/* the database has no row for an expired entry: it is not served stale */
+
+void
+ngx_http_replay_cache_forget(ngx_http_request_t *r, ngx_str_t *ckey)
+{
+    uint32_t                     hash;
+    ngx_str_node_t              *sn;
+    ngx_http_replay_cache_t     *cache;
+    ngx_http_replay_loc_conf_t  *rlcf;
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+    cache = rlcf->key_cache->data;
+
+    hash = ngx_crc32_long(ckey->data, ckey->len);
+
+    ngx_shmtx_lock(&cache->shpool->mutex);
+
+    sn = ngx_str_rbtree_lookup(&cache->sh->rbtree, ckey, hash);
+
+    if (sn) {
+        ngx_http_replay_cache_delete(cache,
+                                     (ngx_http_replay_cache_node_t *) sn);
+    }
+
+    ngx_shmtx_unlock(&cache->shpool->mutex);
+}
+
+
 void
 ngx_http_replay_cache_put(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
-    ngx_str_t *ckey)
+    ngx_str_t *ckey, ngx_uint_t drops)
 {
     u_char                        *p;
     size_t                         size;
@@ -211,6 +329,14 @@ ngx_http_replay_cache_put(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
     }
 
     node->expire = ngx_time() + rlcf->key_cache_valid;
+
+    /*
+     * a NOTIFY dropped entries while the database was asked: maybe this
+     * one, whose answer may be older than it; it is kept as expired
+     */
+    node->epoch = (drops == cache->sh->drops) ? cache->sh->epoch
+                                              : cache->sh->epoch - 1;
+
     node->key_len = (uint32_t) ctx->key.len;
     node->type_len = (uint32_t) ctx->content_type.len;
     node->name_len = (uint32_t) ctx->file_name.len;
@@ -231,6 +357,66 @@ ngx_http_replay_cache_put(ngx_http_request_t *r, ngx_http_replay_ctx_t *ctx,
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "replay cache: stored \"%V\"", &ctx->key);
+}
+
+
+/*
+ * A NOTIFY names an entry: the key of the query whose identity is given,
+ * with these values.  Returns whether there was one.
+ */
+
+ngx_uint_t
+ngx_http_replay_cache_drop(ngx_shm_zone_t *zone, ngx_str_t *ckey)
+{
+    uint32_t                  hash;
+    ngx_str_node_t           *sn;
+    ngx_http_replay_cache_t  *cache;
+
+    cache = zone->data;
+    hash = ngx_crc32_long(ckey->data, ckey->len);
+
+    ngx_shmtx_lock(&cache->shpool->mutex);
+
+    cache->sh->drops++;
+
+    sn = ngx_str_rbtree_lookup(&cache->sh->rbtree, ckey, hash);
+
+    if (sn) {
+        ngx_http_replay_cache_delete(cache,
+                                     (ngx_http_replay_cache_node_t *) sn);
+    }
+
+    ngx_shmtx_unlock(&cache->shpool->mutex);
+
+    if (sn == NULL) {
+        return 0;
+    }
+
+    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_KEY_CACHE_DROPS, 1);
+
+    return 1;
+}
+
+
+/*
+ * Every entry of the zone counts as expired from now on: asked for, it
+ * goes to the database, and is served stale if the database fails.  For
+ * an empty NOTIFY, and when a LISTEN has been away.
+ */
+
+void
+ngx_http_replay_cache_expire_all(ngx_shm_zone_t *zone)
+{
+    ngx_http_replay_cache_t  *cache;
+
+    cache = zone->data;
+
+    ngx_shmtx_lock(&cache->shpool->mutex);
+
+    cache->sh->epoch++;
+    cache->sh->drops++;
+
+    ngx_shmtx_unlock(&cache->shpool->mutex);
 }
 
 
@@ -315,8 +501,43 @@ ngx_http_replay_key_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     rlcf->key_cache_valid = 600;
+    rlcf->key_cache_stale = 0;
+    ngx_str_null(&rlcf->key_cache_notify);
 
     for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "stale=", 6) == 0) {
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+
+            rlcf->key_cache_stale = ngx_parse_time(&s, 1);
+
+            if (rlcf->key_cache_stale == (time_t) NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": a time, e.g. 1h",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "notify=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+            if (ngx_http_replay_cache_channel(&s) != NGX_OK) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": a channel is a name "
+                                   "of letters, digits and \"_\", not "
+                                   "starting with a digit, at most 63",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rlcf->key_cache_notify = s;
+            continue;
+        }
 
         if (ngx_strncmp(value[i].data, "valid=", 6) == 0) {
             s.data = value[i].data + 6;
@@ -371,6 +592,34 @@ ngx_http_replay_key_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rlcf->key_cache = zone;
 
     return NGX_CONF_OK;
+}
+
+
+/* a channel LISTEN takes as a plain identifier: nothing to quote */
+
+static ngx_int_t
+ngx_http_replay_cache_channel(ngx_str_t *name)
+{
+    u_char      ch;
+    ngx_uint_t  i;
+
+    if (name->len == 0 || name->len > 63
+        || (name->data[0] >= '0' && name->data[0] <= '9'))
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < name->len; i++) {
+        ch = name->data[i];
+
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')
+              || (ch >= '0' && ch <= '9') || ch == '_'))
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 

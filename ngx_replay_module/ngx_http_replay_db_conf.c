@@ -112,6 +112,16 @@ ngx_http_replay_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return rv;
     }
 
+#if !(NGX_HTTP_REPLAY_DB_PIPELINE)
+    if (db->pipeline > 1) {
+        ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                           "replay_db \"%V\": this libpq has no pipeline "
+                           "mode (libpq 14 and later), queries go one at "
+                           "a time", &db->name);
+        db->pipeline = 1;
+    }
+#endif
+
     ngx_queue_init(&db->idle);
     ngx_queue_init(&db->busy);
     ngx_queue_init(&db->waiting);
@@ -449,7 +459,10 @@ ngx_http_replay_db_name(ngx_conf_t *cf, ngx_http_replay_db_t *db,
 }
 
 
-/* pool=N queue=N connect_timeout= query_timeout= queue_timeout= prepare= */
+/*
+ * pool=N queue=N connect_timeout= query_timeout= queue_timeout= prepare=
+ * pipeline=N|off
+ */
 
 static char *
 ngx_http_replay_db_params(ngx_conf_t *cf, ngx_http_replay_db_t *db,
@@ -466,6 +479,7 @@ ngx_http_replay_db_params(ngx_conf_t *cf, ngx_http_replay_db_t *db,
     db->query_timeout = 5000;
     db->queue_timeout = 3000;
     db->prepare = 1;
+    db->pipeline = 32;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -488,6 +502,28 @@ ngx_http_replay_db_params(ngx_conf_t *cf, ngx_http_replay_db_t *db,
             }
 
             db->max_waiting = n;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "pipeline=off") == 0) {
+            db->pipeline = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "pipeline=", 9) == 0) {
+            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
+
+            if (n == NGX_ERROR || n == 0
+                || n > NGX_HTTP_REPLAY_DB_MAX_PIPELINE)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid parameter \"%V\": pipeline= "
+                                   "takes 1 to %d, or \"off\"", &value[i],
+                                   NGX_HTTP_REPLAY_DB_MAX_PIPELINE);
+                return NGX_CONF_ERROR;
+            }
+
+            db->pipeline = n;
             continue;
         }
 

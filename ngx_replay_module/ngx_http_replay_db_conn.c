@@ -12,8 +12,16 @@
  * goes: PQcancel() blocks, so it runs on a thread of the worker
  * (ngx_http_replay_db_cancel.c).
  *
- * The connection tells its pool what happened through pgc->handler; it
- * knows nothing of requests.
+ * Queries go in batches: with libpq 14 or later the connection is in
+ * pipeline mode, and the queries given to it in one turn of the event
+ * loop leave in one write, each with its own Sync (its own implicit
+ * transaction, its own error), their answers read in order as they come.
+ * Without pipeline mode (replay_db ... pipeline=off, or an older libpq)
+ * a batch is one query.  Each query is an entry in pgc->entries, kept
+ * until its answer has been read, whether its job still waits or not.
+ *
+ * The connection tells its owner (the pool, or a LISTEN) what happened
+ * through pgc->handler; it knows nothing of requests.
  */
 
 
@@ -26,9 +34,12 @@
 #define NGX_HTTP_REPLAY_DB_RESOLVING   0
 #define NGX_HTTP_REPLAY_DB_CONNECTING  1
 #define NGX_HTTP_REPLAY_DB_IDLE        2
-#define NGX_HTTP_REPLAY_DB_PREPARING   3
-#define NGX_HTTP_REPLAY_DB_QUERYING    4
-#define NGX_HTTP_REPLAY_DB_CANCELING   5
+#define NGX_HTTP_REPLAY_DB_BUSY        3    /* entries sent, or to send */
+
+/* pgc->prepared[query->index] */
+#define NGX_HTTP_REPLAY_DB_UNPREPARED  0
+#define NGX_HTTP_REPLAY_DB_PREPARING   1    /* its PREPARE is out */
+#define NGX_HTTP_REPLAY_DB_PREPARED    2
 
 #define NGX_HTTP_REPLAY_DB_POOL_SIZE   1024
 
@@ -40,19 +51,28 @@ static void ngx_http_replay_db_resolved(ngx_resolver_ctx_t *ctx);
 static void ngx_http_replay_db_start(ngx_http_replay_db_conn_t *pgc,
     const char **keywords, const char **values);
 static void ngx_http_replay_db_connect_step(ngx_http_replay_db_conn_t *pgc);
-static ngx_int_t ngx_http_replay_db_send(ngx_http_replay_db_conn_t *pgc);
+static ngx_http_replay_db_entry_t *ngx_http_replay_db_entry(
+    ngx_http_replay_db_conn_t *pgc);
+static void ngx_http_replay_db_entry_free(ngx_http_replay_db_conn_t *pgc,
+    ngx_http_replay_db_entry_t *e);
+static void ngx_http_replay_db_set_head(ngx_http_replay_db_conn_t *pgc,
+    ngx_http_replay_db_entry_t *e);
+static void ngx_http_replay_db_send_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_replay_db_send_next(ngx_http_replay_db_conn_t *pgc);
 static ngx_int_t ngx_http_replay_db_flush(ngx_http_replay_db_conn_t *pgc);
 static void ngx_http_replay_db_handler(ngx_event_t *ev);
 static void ngx_http_replay_db_idle_event(ngx_http_replay_db_conn_t *pgc);
 static void ngx_http_replay_db_process(ngx_http_replay_db_conn_t *pgc,
     ngx_uint_t write);
 static ngx_int_t ngx_http_replay_db_consume(PGconn *pg);
-static void ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc,
-    PGresult *res);
-static void ngx_http_replay_db_end_of_command(
-    ngx_http_replay_db_conn_t *pgc);
+static ngx_int_t ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc,
+    ngx_http_replay_db_entry_t *e, PGresult *res);
+static ngx_int_t ngx_http_replay_db_entry_end(ngx_http_replay_db_conn_t *pgc,
+    ngx_http_replay_db_entry_t *e);
 static void ngx_http_replay_db_failed(ngx_http_replay_db_conn_t *pgc,
     const char *what);
+static ngx_int_t ngx_http_replay_db_cancel_send(
+    ngx_http_replay_db_conn_t *pgc);
 static ngx_int_t ngx_http_replay_db_watch(ngx_http_replay_db_conn_t *pgc);
 static void ngx_http_replay_db_unwatch(ngx_http_replay_db_conn_t *pgc,
     ngx_uint_t flags);
@@ -63,8 +83,6 @@ static u_char *ngx_http_replay_db_log_error(ngx_log_t *log, u_char *buf,
 static void ngx_http_replay_db_notice(void *arg, const char *message);
 static ngx_uint_t ngx_http_replay_db_sqlstate(PGresult *res,
     const char **states);
-static void ngx_http_replay_db_cancel_read(ngx_http_replay_db_conn_t *pgc,
-    ngx_uint_t write);
 static void ngx_http_replay_db_cancel_done(ngx_http_replay_db_cancel_t *cn);
 
 
@@ -90,6 +108,12 @@ static const char  *ngx_http_replay_db_no_statement[] = {
 /* another client of the same server connection prepared it (PgBouncer) */
 static const char  *ngx_http_replay_db_duplicate[] = {
     "42P05",    /* duplicate_prepared_statement */
+    NULL
+};
+
+/* a cancel request: another query's, late, or an administrator's */
+static const char  *ngx_http_replay_db_canceled[] = {
+    "57014",    /* query_canceled */
     NULL
 };
 
@@ -132,33 +156,16 @@ ngx_http_replay_db_conn_create(ngx_http_replay_db_t *db)
     pgc->timer.data = pgc;
     pgc->timer.log = &pgc->log;
 
+    pgc->send.handler = ngx_http_replay_db_send_handler;
+    pgc->send.data = pgc;
+    pgc->send.log = &pgc->log;
+
+    ngx_queue_init(&pgc->entries);
+    ngx_queue_init(&pgc->free);
+
     pgc->state = NGX_HTTP_REPLAY_DB_RESOLVING;
 
     return pgc;
-}
-
-
-/* a job's lines name its request, and its lines the database */
-
-void
-ngx_http_replay_db_conn_attach(ngx_http_replay_db_conn_t *pgc,
-    ngx_http_replay_db_job_t *job)
-{
-    pgc->job = job;
-    job->conn = pgc;
-    pgc->log.connection = job->log->connection;
-}
-
-
-void
-ngx_http_replay_db_conn_detach(ngx_http_replay_db_conn_t *pgc)
-{
-    if (pgc->job) {
-        pgc->job->conn = NULL;
-        pgc->job = NULL;
-    }
-
-    pgc->log.connection = pgc->c ? pgc->c->number : 0;
 }
 
 
@@ -179,9 +186,9 @@ ngx_http_replay_db_conn_connect(ngx_http_replay_db_conn_t *pgc)
         return;
     }
 
-    pgc->entries = ngx_array_create(pgc->pool, db->hosts->nelts,
+    pgc->addrs = ngx_array_create(pgc->pool, db->hosts->nelts,
                                     sizeof(ngx_http_replay_db_host_t));
-    if (pgc->entries == NULL) {
+    if (pgc->addrs == NULL) {
         ngx_http_replay_db_failed(pgc, NULL);
         return;
     }
@@ -235,7 +242,7 @@ ngx_http_replay_db_resolve(ngx_http_replay_db_conn_t *pgc)
             return;
         }
 
-        e = ngx_array_push(pgc->entries);
+        e = ngx_array_push(pgc->addrs);
         if (e == NULL) {
             ngx_http_replay_db_failed(pgc, NULL);
             return;
@@ -244,7 +251,7 @@ ngx_http_replay_db_resolve(ngx_http_replay_db_conn_t *pgc)
         *e = h[pgc->host];
     }
 
-    if (pgc->entries->nelts == 0) {
+    if (pgc->addrs->nelts == 0) {
         ngx_log_error(NGX_LOG_ERR, &pgc->log, 0,
                       "replay: no address for any host of the database");
         ngx_http_replay_db_failed(pgc, NULL);
@@ -265,10 +272,10 @@ ngx_http_replay_db_resolve(ngx_http_replay_db_conn_t *pgc)
     ngx_memcpy(keywords, db->keywords, n * sizeof(char *));
     ngx_memcpy(values, db->values, n * sizeof(char *));
 
-    e = pgc->entries->elts;
+    e = pgc->addrs->elts;
     len = 0;
 
-    for (i = 0; i < pgc->entries->nelts; i++) {
+    for (i = 0; i < pgc->addrs->nelts; i++) {
         len += e[i].host.len + e[i].hostaddr.len + e[i].port.len + 3;
     }
 
@@ -281,7 +288,7 @@ ngx_http_replay_db_resolve(ngx_http_replay_db_conn_t *pgc)
     keywords[n] = "host";
     values[n] = (char *) p;
 
-    for (i = 0; i < pgc->entries->nelts; i++) {
+    for (i = 0; i < pgc->addrs->nelts; i++) {
         p = ngx_sprintf(p, i ? ",%V" : "%V", &e[i].host);
     }
 
@@ -290,7 +297,7 @@ ngx_http_replay_db_resolve(ngx_http_replay_db_conn_t *pgc)
     keywords[n + 1] = "hostaddr";
     values[n + 1] = (char *) p;
 
-    for (i = 0; i < pgc->entries->nelts; i++) {
+    for (i = 0; i < pgc->addrs->nelts; i++) {
         p = ngx_sprintf(p, i ? ",%V" : "%V", &e[i].hostaddr);
     }
 
@@ -299,7 +306,7 @@ ngx_http_replay_db_resolve(ngx_http_replay_db_conn_t *pgc)
     keywords[n + 2] = "port";
     values[n + 2] = (char *) p;
 
-    for (i = 0; i < pgc->entries->nelts; i++) {
+    for (i = 0; i < pgc->addrs->nelts; i++) {
         p = ngx_sprintf(p, i ? ",%V" : "%V", &e[i].port);
     }
 
@@ -333,7 +340,7 @@ ngx_http_replay_db_resolved(ngx_resolver_ctx_t *ctx)
 
     } else {
         for (i = 0; i < ctx->naddrs; i++) {
-            e = ngx_array_push(pgc->entries);
+            e = ngx_array_push(pgc->addrs);
             if (e == NULL) {
                 break;
             }
@@ -348,7 +355,7 @@ ngx_http_replay_db_resolved(ngx_resolver_ctx_t *ctx)
             e->hostaddr.len = len;
 
             if (e->hostaddr.data == NULL) {
-                pgc->entries->nelts--;
+                pgc->addrs->nelts--;
                 break;
             }
 
@@ -409,6 +416,8 @@ ngx_http_replay_db_start(ngx_http_replay_db_conn_t *pgc,
 static void
 ngx_http_replay_db_connect_step(ngx_http_replay_db_conn_t *pgc)
 {
+    socklen_t                  socklen;
+    ngx_sockaddr_t             sa;
     PostgresPollingStatusType  st;
 
     /*
@@ -454,12 +463,39 @@ ngx_http_replay_db_connect_step(ngx_http_replay_db_conn_t *pgc)
         goto failed;
     }
 
+#if (NGX_HTTP_REPLAY_DB_PIPELINE)
+    if (pgc->db->pipeline > 1 && !pgc->nopipeline
+        && PQenterPipelineMode(pgc->pg))
+    {
+        pgc->pipeline = 1;
+    }
+#endif
+
+    socklen = sizeof(ngx_sockaddr_t);
+
+    if (getsockname(PQsocket(pgc->pg), &sa.sockaddr, &socklen) == 0
+        && sa.sockaddr.sa_family != AF_UNIX)
+    {
+        pgc->tcp = 1;
+    }
+
     ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_CONNECTS, 1);
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pgc->log, 0,
-                   "replay db: connected, fd:%d, backend:%d, ssl:%d",
-                   PQsocket(pgc->pg), PQbackendPID(pgc->pg),
-                   PQsslInUse(pgc->pg));
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, &pgc->log, 0,
+                   "replay db: connected, fd:%d, backend:%d, ssl:%d, "
+                   "pipeline:%d", PQsocket(pgc->pg), PQbackendPID(pgc->pg),
+                   PQsslInUse(pgc->pg), (int) pgc->pipeline);
+
+    /* what was given while connecting leaves, with what the owner adds */
+
+    if (ngx_queue_empty(&pgc->entries)) {
+        pgc->state = NGX_HTTP_REPLAY_DB_IDLE;
+
+    } else {
+        pgc->state = NGX_HTTP_REPLAY_DB_BUSY;
+        pgc->open = pgc->pipeline;
+        ngx_post_event(&pgc->send, &ngx_posted_events);
+    }
 
     pgc->handler(pgc, NGX_HTTP_REPLAY_DB_CONNECTED);
     return;
@@ -472,45 +508,111 @@ failed:
 
 
 /*
- * Sends the job's query.  NGX_ERROR: the connection is broken and
- * nothing of the query has left (it is safe to send it elsewhere).
+ * Gives the job's query to the connection: its entry (and, the first
+ * time this connection runs the query as a prepared statement, a PREPARE
+ * before it).  On a pooled connection that starts a batch the connection
+ * is read first: one whose server has gone is found here.  NGX_DECLINED:
+ * it is broken and nothing of the job has left (the job goes elsewhere);
+ * NGX_ERROR: no memory.
+ *
+ * In pipeline mode the batch leaves from a posted event, so that the
+ * jobs of the same turn of the event loop go out together; one at a time,
+ * the query leaves now.
  */
 
 ngx_int_t
-ngx_http_replay_db_conn_send(ngx_http_replay_db_conn_t *pgc,
+ngx_http_replay_db_conn_add(ngx_http_replay_db_conn_t *pgc,
     ngx_http_replay_db_job_t *job)
 {
-    u_char  text[NGX_HTTP_REPLAY_DB_TEXT_LEN];
-    size_t  len;
+    u_char                       text[NGX_HTTP_REPLAY_DB_TEXT_LEN];
+    size_t                       len;
+    ngx_uint_t                   start;
+    ngx_http_replay_db_t        *db;
+    ngx_http_replay_db_entry_t  *e, *p;
+    ngx_http_replay_db_query_t  *q;
 
-    ngx_http_replay_db_conn_attach(pgc, job);
+    db = pgc->db;
+    q = job->query;
+    start = (pgc->state == NGX_HTTP_REPLAY_DB_IDLE);
 
     /*
      * A pooled connection whose server has gone may not have said so to
      * the event loop yet: a read now tells, before anything is sent.
      */
 
-    if (pgc->state == NGX_HTTP_REPLAY_DB_IDLE
+    if (start
         && (ngx_http_replay_db_consume(pgc->pg) != NGX_OK
             || PQstatus(pgc->pg) != CONNECTION_OK))
     {
-        goto failed;
+        /* the line names the request */
+        pgc->job = job;
+        pgc->log.connection = job->log->connection;
+
+        goto broken;
     }
 
-    pgc->c->idle = 0;
-    pgc->query = job->query;
-    pgc->rows = 0;
-    pgc->status = NGX_OK;
-    pgc->sent = 0;
-    pgc->got_result = 0;
-    pgc->answered = 0;
-    pgc->resend = 0;
+    p = NULL;
 
-    if (ngx_http_replay_db_send(pgc) == NGX_OK) {
+    if (db->prepare && !db->unnamed
+        && pgc->prepared[q->index] == NGX_HTTP_REPLAY_DB_UNPREPARED)
+    {
+        p = ngx_http_replay_db_entry(pgc);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        p->query = q;
+        p->prepare = 1;
+    }
+
+    e = ngx_http_replay_db_entry(pgc);
+    if (e == NULL) {
+        return NGX_ERROR;
+    }
+
+    e->query = q;
+    e->unnamed = !(db->prepare && !db->unnamed);
+
+    if (p) {
+        ngx_queue_insert_tail(&pgc->entries, &p->queue);
+        pgc->prepared[q->index] = NGX_HTTP_REPLAY_DB_PREPARING;
+    }
+
+    ngx_queue_insert_tail(&pgc->entries, &e->queue);
+    pgc->njobs++;
+
+    e->job = job;
+    job->conn = pgc;
+    job->entry = e;
+
+    if (pgc->job == NULL) {
+        ngx_http_replay_db_set_head(pgc,
+                                    ngx_queue_data(ngx_queue_head(&pgc->entries),
+                                                   ngx_http_replay_db_entry_t,
+                                                   queue));
+    }
+
+    if (!start) {
+        /* connecting, or a batch that has not left yet */
         return NGX_OK;
     }
 
-failed:
+    pgc->state = NGX_HTTP_REPLAY_DB_BUSY;
+    pgc->c->idle = 0;
+
+    if (pgc->pipeline) {
+        pgc->open = 1;
+        ngx_post_event(&pgc->send, &ngx_posted_events);
+        return NGX_OK;
+    }
+
+    if (ngx_http_replay_db_send_next(pgc) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    /* libpq writes what it can at once: a failed send left nothing */
+
+broken:
 
     len = ngx_http_replay_db_text(text, sizeof(text),
                                   PQerrorMessage(pgc->pg), 0);
@@ -519,59 +621,321 @@ failed:
                   "replay: database connection failed before the query "
                   "left: %*s", len, text);
 
-    return NGX_ERROR;
+    ngx_http_replay_db_conn_detach(pgc, job);
+
+    return NGX_DECLINED;
 }
 
 
-/* prepares the statement first if it is to be and this connection has not */
+/*
+ * An SQL command without values on a connection of its own (a LISTEN):
+ * sent once connected; the owner hears ..._DB_DONE when it has run, or
+ * ..._DB_CLOSE.
+ */
 
-static ngx_int_t
-ngx_http_replay_db_send(ngx_http_replay_db_conn_t *pgc)
+ngx_int_t
+ngx_http_replay_db_conn_command(ngx_http_replay_db_conn_t *pgc,
+    const char *sql)
 {
-    int                          ok;
-    ngx_http_replay_db_t        *db;
-    ngx_http_replay_db_job_t    *job;
-    ngx_http_replay_db_query_t  *q;
+    ngx_http_replay_db_entry_t  *e;
 
-    db = pgc->db;
-    job = pgc->job;
-    q = pgc->query;
-
-    if (job == NULL) {
+    e = ngx_http_replay_db_entry(pgc);
+    if (e == NULL) {
         return NGX_ERROR;
     }
 
-    pgc->log.action = "sending the key query to the database";
+    e->command = sql;
 
-    if (db->prepare && !db->unnamed && !pgc->prepared[q->index]) {
-        ok = PQsendPrepare(pgc->pg, q->name, q->sql, (int) q->nparams, NULL);
-        pgc->state = NGX_HTTP_REPLAY_DB_PREPARING;
+    ngx_queue_insert_tail(&pgc->entries, &e->queue);
+
+    return NGX_OK;
+}
+
+
+static ngx_http_replay_db_entry_t *
+ngx_http_replay_db_entry(ngx_http_replay_db_conn_t *pgc)
+{
+    ngx_queue_t                 *q;
+    ngx_http_replay_db_entry_t  *e;
+
+    if (!ngx_queue_empty(&pgc->free)) {
+        q = ngx_queue_head(&pgc->free);
+        ngx_queue_remove(q);
+        e = ngx_queue_data(q, ngx_http_replay_db_entry_t, queue);
 
     } else {
-        if (db->prepare && !db->unnamed) {
-            ok = PQsendQueryPrepared(pgc->pg, q->name, (int) q->nparams,
-                                     job->values, NULL, NULL, 0);
+        e = ngx_palloc(pgc->pool, sizeof(ngx_http_replay_db_entry_t));
+        if (e == NULL) {
+            return NULL;
+        }
+    }
+
+    ngx_memzero(e, sizeof(ngx_http_replay_db_entry_t));
+    e->status = NGX_OK;
+
+    return e;
+}
+
+
+/*
+ * The job's owner is gone, or the job has its answer: the query goes on
+ * (its results are read and dropped), the job is no longer told.
+ */
+
+void
+ngx_http_replay_db_conn_detach(ngx_http_replay_db_conn_t *pgc,
+    ngx_http_replay_db_job_t *job)
+{
+    if (job->entry) {
+        job->entry->job = NULL;
+        job->entry = NULL;
+    }
+
+    job->conn = NULL;
+
+    if (pgc->job == job) {
+        pgc->job = NULL;
+        pgc->log.connection = pgc->c ? pgc->c->number : 0;
+    }
+}
+
+
+/* the jobs still waiting on a connection that goes, one by one */
+
+ngx_http_replay_db_job_t *
+ngx_http_replay_db_conn_take(ngx_http_replay_db_conn_t *pgc)
+{
+    ngx_queue_t                 *q;
+    ngx_http_replay_db_job_t    *job;
+    ngx_http_replay_db_entry_t  *e;
+
+    for (q = ngx_queue_head(&pgc->entries);
+         q != ngx_queue_sentinel(&pgc->entries);
+         q = ngx_queue_next(q))
+    {
+        e = ngx_queue_data(q, ngx_http_replay_db_entry_t, queue);
+
+        if (e->job) {
+            job = e->job;
+            ngx_http_replay_db_conn_detach(pgc, job);
+            return job;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the head of the pipeline: its job names the log lines, its time runs */
+
+static void
+ngx_http_replay_db_set_head(ngx_http_replay_db_conn_t *pgc,
+    ngx_http_replay_db_entry_t *e)
+{
+    ngx_queue_t                 *q;
+    ngx_http_replay_db_job_t    *job;
+    ngx_http_replay_db_entry_t  *n;
+
+    /* a PREPARE is for the job behind it */
+
+    job = NULL;
+
+    for (n = e; n; n = ngx_queue_data(q, ngx_http_replay_db_entry_t, queue)) {
+        if (n->job || !n->prepare) {
+            job = n->job;
+            break;
+        }
+
+        q = ngx_queue_next(&n->queue);
+
+        if (q == ngx_queue_sentinel(&pgc->entries)) {
+            break;
+        }
+    }
+
+    pgc->job = job;
+    pgc->log.connection = job ? job->log->connection
+                              : (pgc->c ? pgc->c->number : 0);
+
+    if (e == NULL || !e->sent || e->started || pgc->canceling) {
+        return;
+    }
+
+    /* the server starts on it: query_timeout from now */
+
+    e->started = 1;
+
+    if (pgc->timer.timer_set) {
+        ngx_del_timer(&pgc->timer);
+    }
+
+    if (e->command == NULL) {
+        ngx_add_timer(&pgc->timer, pgc->db->query_timeout);
+    }
+
+    if (job && job->wait.timer_set) {
+        ngx_del_timer(&job->wait);
+    }
+}
+
+
+/* the batch leaves, from a posted event (pipeline mode, or connected) */
+
+static void
+ngx_http_replay_db_send_handler(ngx_event_t *ev)
+{
+    ngx_http_replay_db_conn_t  *pgc;
+
+    pgc = ev->data;
+
+    pgc->open = 0;
+
+    if (ngx_http_replay_db_send_next(pgc) != NGX_OK) {
+        ngx_http_replay_db_failed(pgc, "database connection failed");
+        return;
+    }
+
+    if (ngx_queue_empty(&pgc->entries)) {
+        /* every job of the batch went before it left */
+        pgc->handler(pgc, NGX_HTTP_REPLAY_DB_DONE);
+    }
+}
+
+
+/*
+ * Sends what is to be sent: in pipeline mode every entry not sent yet,
+ * each with its own Sync (each query its own implicit transaction: an
+ * error in one aborts no other), in one write, up to a PREPARE; one at a
+ * time, the head if it has not left.
+ */
+
+static ngx_int_t
+ngx_http_replay_db_send_next(ngx_http_replay_db_conn_t *pgc)
+{
+    int                          ok;
+    ngx_uint_t                   n, corked;
+    ngx_queue_t                 *q, *next;
+    ngx_http_replay_db_job_t    *job;
+    ngx_http_replay_db_entry_t  *e;
+    ngx_http_replay_db_query_t  *query;
+
+    n = 0;
+    corked = 0;
+
+    for (q = ngx_queue_head(&pgc->entries);
+         q != ngx_queue_sentinel(&pgc->entries);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        e = ngx_queue_data(q, ngx_http_replay_db_entry_t, queue);
+
+        if (e->sent) {
+            if (!pgc->pipeline || e->prepare) {
+                /* one at a time: the head is out; or a PREPARE is */
+                break;
+            }
+
+            continue;
+        }
+
+        job = e->job;
+        query = e->query;
+
+        if (e->command == NULL && !e->prepare) {
+
+            if (job == NULL) {
+                /* its request went before it left: never sent */
+                ngx_queue_remove(&e->queue);
+                pgc->njobs--;
+                ngx_http_replay_db_entry_free(pgc, e);
+                continue;
+            }
+        }
+
+        /*
+         * A batch of several: one segment, not one per query (libpq
+         * before 17 flushes at each Sync)
+         */
+
+        if (pgc->pipeline && pgc->tcp && !corked
+            && next != ngx_queue_sentinel(&pgc->entries))
+        {
+            (void) ngx_tcp_nopush(PQsocket(pgc->pg));
+            corked = 1;
+        }
+
+        pgc->log.action = "sending the key query to the database";
+
+        if (e->command) {
+            ok = PQsendQuery(pgc->pg, e->command);
+
+        } else if (e->prepare) {
+            ok = PQsendPrepare(pgc->pg, query->name, query->sql,
+                               (int) query->nparams, NULL);
+
+        } else if (!e->unnamed) {
+            ok = PQsendQueryPrepared(pgc->pg, query->name,
+                                     (int) query->nparams, job->values,
+                                     NULL, NULL, 0);
 
         } else {
             /* the unnamed statement: parse, bind, execute in one message */
-            ok = PQsendQueryParams(pgc->pg, q->sql, (int) q->nparams, NULL,
-                                   job->values, NULL, NULL, 0);
+            ok = PQsendQueryParams(pgc->pg, query->sql, (int) query->nparams,
+                                   NULL, job->values, NULL, NULL, 0);
         }
 
-        ok = ok && PQsetSingleRowMode(pgc->pg);
-        pgc->state = NGX_HTTP_REPLAY_DB_QUERYING;
+        if (ok && !pgc->pipeline && e->command == NULL && !e->prepare) {
+            ok = PQsetSingleRowMode(pgc->pg);
+        }
+
+#if (NGX_HTTP_REPLAY_DB_PIPELINE)
+        if (ok && pgc->pipeline) {
+            ok = PQpipelineSync(pgc->pg);
+        }
+#endif
+
+        if (!ok) {
+            if (corked) {
+                (void) ngx_tcp_push(PQsocket(pgc->pg));
+            }
+
+            return NGX_ERROR;
+        }
+
+        e->sent = 1;
+
+        if (e->command == NULL && !e->prepare) {
+            n++;
+        }
+
+        /*
+         * A PREPARE goes alone, its runs after its answer: behind a
+         * pooler in transaction mode they then land where the statement
+         * is not, and the pooler is found out at the first lookup
+         */
+
+        if (!pgc->pipeline || e->prepare) {
+            break;
+        }
     }
 
-    /*
-     * libpq writes what it can at once: a failed send left nothing
-     * complete on the wire, a successful one may have been run.
-     */
-
-    if (!ok) {
-        return NGX_ERROR;
+    if (corked) {
+        (void) ngx_tcp_push(PQsocket(pgc->pg));
     }
 
-    pgc->sent = 1;
+    if (n) {
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERIES, n);
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_BATCHES, 1);
+    }
+
+    if (ngx_queue_empty(&pgc->entries)) {
+        return NGX_OK;
+    }
+
+    q = ngx_queue_head(&pgc->entries);
+    ngx_http_replay_db_set_head(pgc,
+                        ngx_queue_data(q, ngx_http_replay_db_entry_t, queue));
+
     pgc->log.action = "waiting for the database's answer";
 
     return ngx_http_replay_db_flush(pgc);
@@ -595,17 +959,17 @@ ngx_http_replay_db_flush(ngx_http_replay_db_conn_t *pgc)
 }
 
 
-/* the connection waits for the next job */
+/* the connection waits for the next batch */
 
 void
 ngx_http_replay_db_conn_idle(ngx_http_replay_db_conn_t *pgc)
 {
     pgc->state = NGX_HTTP_REPLAY_DB_IDLE;
-    pgc->query = NULL;
     pgc->c->idle = 1;
+    pgc->open = 0;
     pgc->log.action = "keeping the database connection";
 
-    ngx_http_replay_db_conn_detach(pgc);
+    ngx_http_replay_db_set_head(pgc, NULL);
 }
 
 
@@ -614,6 +978,8 @@ ngx_http_replay_db_conn_reusable(ngx_http_replay_db_conn_t *pgc)
 {
     return pgc->pg
            && pgc->c
+           && !pgc->cancelled
+           && ngx_queue_empty(&pgc->entries)
            && PQstatus(pgc->pg) == CONNECTION_OK
            && PQtransactionStatus(pgc->pg) == PQTRANS_IDLE;
 }
@@ -642,10 +1008,6 @@ ngx_http_replay_db_handler(ngx_event_t *ev)
         ngx_http_replay_db_idle_event(pgc);
         return;
 
-    case NGX_HTTP_REPLAY_DB_CANCELING:
-        ngx_http_replay_db_cancel_read(pgc, ev->write);
-        return;
-
     default:
         ngx_http_replay_db_process(pgc, ev->write);
         return;
@@ -655,8 +1017,8 @@ ngx_http_replay_db_handler(ngx_event_t *ev)
 
 /*
  * An idle connection is readable: the server went away (a restart, an
- * administrator), or said something in passing; or the worker is
- * shutting down (c->close).
+ * administrator), said something in passing, or has a notification for
+ * a LISTEN; or the worker is shutting down (c->close).
  */
 
 static void
@@ -679,6 +1041,9 @@ ngx_http_replay_db_idle_event(ngx_http_replay_db_conn_t *pgc)
     }
 
     while ((n = PQnotifies(pgc->pg)) != NULL) {
+        pgc->notify = n;
+        pgc->handler(pgc, NGX_HTTP_REPLAY_DB_NOTIFY);
+        pgc->notify = NULL;
         PQfreemem(n);
     }
 
@@ -698,10 +1063,20 @@ ngx_http_replay_db_idle_event(ngx_http_replay_db_conn_t *pgc)
 }
 
 
+/*
+ * The results, in the order the queries were sent.  In pipeline mode a
+ * query's results end with a NULL and then its Sync's result; one at a
+ * time, with the NULL.  A handler that ends the connection's turn
+ * (..._DB_DONE, ..._DB_CLOSE) may free it: nothing is touched after.
+ */
+
 static void
 ngx_http_replay_db_process(ngx_http_replay_db_conn_t *pgc, ngx_uint_t write)
 {
-    PGresult  *res;
+    PGresult                    *res;
+    ngx_queue_t                 *q;
+    ExecStatusType               st;
+    ngx_http_replay_db_entry_t  *e;
 
     if (!write && ngx_http_replay_db_consume(pgc->pg) != NGX_OK) {
         goto failed;
@@ -711,16 +1086,78 @@ ngx_http_replay_db_process(ngx_http_replay_db_conn_t *pgc, ngx_uint_t write)
         goto failed;
     }
 
-    while (!PQisBusy(pgc->pg)) {
+    for ( ;; ) {
+
+#if (NGX_HTTP_REPLAY_DB_PIPELINE)
+        /*
+         * libpq applies single-row mode to the query at the head of its
+         * pipeline, and only before its first result: it is asked for
+         * each query as it comes to the head, before PQisBusy() parses
+         * anything of its answer (prepares and syncs refuse it)
+         */
+        if (pgc->pipeline) {
+            (void) PQsetSingleRowMode(pgc->pg);
+        }
+#endif
+
+        if (PQisBusy(pgc->pg)) {
+            break;
+        }
+
+        q = ngx_queue_head(&pgc->entries);
+        e = (q == ngx_queue_sentinel(&pgc->entries))
+            ? NULL : ngx_queue_data(q, ngx_http_replay_db_entry_t, queue);
 
         res = PQgetResult(pgc->pg);
 
         if (res == NULL) {
-            ngx_http_replay_db_end_of_command(pgc);
+            if (e == NULL || !e->sent || e->ended) {
+                /* nothing more for now */
+                break;
+            }
+
+            e->ended = 1;
+
+            if (pgc->pipeline) {
+                /* its Sync's result is next */
+                continue;
+            }
+
+            if (ngx_http_replay_db_entry_end(pgc, e) != NGX_OK) {
+                return;
+            }
+
+            continue;
+        }
+
+        st = PQresultStatus(res);
+
+        if (e == NULL || !e->sent) {
+            PQclear(res);
+
+            ngx_log_error(NGX_LOG_WARN, &pgc->log, 0,
+                          "replay: unexpected %s result from the database, "
+                          "closing the connection", PQresStatus(st));
+
+            pgc->handler(pgc, NGX_HTTP_REPLAY_DB_CLOSE);
             return;
         }
 
-        ngx_http_replay_db_result(pgc, res);
+#if (NGX_HTTP_REPLAY_DB_PIPELINE)
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+
+            if (ngx_http_replay_db_entry_end(pgc, e) != NGX_OK) {
+                return;
+            }
+
+            continue;
+        }
+#endif
+
+        if (ngx_http_replay_db_result(pgc, e, res) != NGX_OK) {
+            return;
+        }
     }
 
     if (PQstatus(pgc->pg) != CONNECTION_OK) {
@@ -762,62 +1199,97 @@ ngx_http_replay_db_consume(PGconn *pg)
 }
 
 
-static void
-ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc, PGresult *res)
+/*
+ * One result of the head entry's query.  NGX_DONE: the connection has
+ * been handed back to its owner to close, and may be gone.
+ */
+
+static ngx_int_t
+ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc,
+    ngx_http_replay_db_entry_t *e, PGresult *res)
 {
     u_char                     text[NGX_HTTP_REPLAY_DB_TEXT_LEN];
     size_t                     len;
+    char                      *severity;
     ExecStatusType             st;
     ngx_http_replay_db_job_t  *job;
 
-    job = pgc->job;
+    job = e->job;
     st = PQresultStatus(res);
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, &pgc->log, 0,
-                   "replay db: result %s, state:%ui",
-                   PQresStatus(st), pgc->state);
+    severity = (st == PGRES_FATAL_ERROR)
+               ? PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED)
+               : NULL;
 
-    if (pgc->state == NGX_HTTP_REPLAY_DB_PREPARING) {
+    if (severity
+        && (ngx_strcmp(severity, "FATAL") == 0
+            || ngx_strcmp(severity, "PANIC") == 0))
+    {
+        /* the server ends the session (a shutdown, an administrator) */
 
-        if (st == PGRES_FATAL_ERROR
+        len = ngx_http_replay_db_text(text, sizeof(text),
+                                      PQresultErrorMessage(res), 0);
+        PQclear(res);
+
+        ngx_log_error(NGX_LOG_ERR, &pgc->log, 0,
+                      "replay: database connection failed: %*s", len, text);
+
+        ngx_http_replay_db_failed(pgc, NULL);
+        return NGX_DONE;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pgc->log, 0,
+                   "replay db: result %s, %s%s", PQresStatus(st),
+                   e->prepare ? "prepare" : (e->command ? "command" : "run"),
+                   e->timedout ? ", timed out" : "");
+
+    if (e->timedout) {
+        /* the query that was cancelled: nobody waits for it */
+        PQclear(res);
+        return NGX_OK;
+    }
+
+    if (e->prepare || e->command) {
+
+        if (st == PGRES_FATAL_ERROR && e->prepare
             && ngx_http_replay_db_sqlstate(res, ngx_http_replay_db_duplicate))
         {
             /* the same name is the same query: see the configuration */
             PQclear(res);
-            return;
+            return NGX_OK;
         }
 
-        if (st != PGRES_COMMAND_OK && pgc->status == NGX_OK) {
+        if (st != PGRES_COMMAND_OK && e->status == NGX_OK) {
             len = ngx_http_replay_db_text(text, sizeof(text),
                                           PQresultErrorMessage(res), 0);
 
             ngx_log_error(NGX_LOG_ERR, &pgc->log, 0,
                           "replay: database query failed: %*s", len, text);
 
-            ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
+            if (e->prepare) {
+                ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
+            }
 
-            pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            e->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         PQclear(res);
-        return;
+        return NGX_OK;
     }
-
-    pgc->got_result = 1;
 
     switch (st) {
 
     case PGRES_SINGLE_TUPLE:
-        pgc->rows++;
+        e->rows++;
 
-        if (job == NULL || pgc->answered) {
+        if (job == NULL || e->answered) {
             break;
         }
 
-        job->rows = pgc->rows;
+        job->rows = e->rows;
 
-        if (pgc->rows == 1) {
-            if (pgc->status == NGX_OK) {
+        if (e->rows == 1) {
+            if (e->status == NGX_OK) {
                 job->row(job, res);
             }
 
@@ -835,20 +1307,21 @@ ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc, PGresult *res)
         PQclear(res);
 
         job->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        pgc->answered = 1;
+        e->answered = 1;
 
+        pgc->job = job;
         pgc->handler(pgc, NGX_HTTP_REPLAY_DB_ANSWERED);
-        return;
+        return NGX_OK;
 
     case PGRES_TUPLES_OK:
         break;
 
     case PGRES_FATAL_ERROR:
-        if (pgc->status != NGX_OK) {
+        if (e->status != NGX_OK) {
             break;
         }
 
-        if (pgc->db->prepare && !pgc->db->unnamed
+        if (!e->unnamed
             && ngx_http_replay_db_sqlstate(res,
                                            ngx_http_replay_db_no_statement))
         {
@@ -859,14 +1332,17 @@ ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc, PGresult *res)
              * and so do all of this worker's from now on.
              */
 
-            ngx_log_error(NGX_LOG_WARN, &pgc->log, 0,
-                          "replay: prepared statements do not last on "
-                          "this database's connections (a pooler in "
-                          "transaction mode?); using unnamed statements "
-                          "(replay_db ... prepare=off says so at once)");
+            if (!pgc->db->unnamed) {
+                ngx_log_error(NGX_LOG_WARN, &pgc->log, 0,
+                              "replay: prepared statements do not last on "
+                              "this database's connections (a pooler in "
+                              "transaction mode?); using unnamed statements "
+                              "(replay_db ... prepare=off says so at once)");
 
-            pgc->db->unnamed = 1;
-            pgc->resend = 1;
+                pgc->db->unnamed = 1;
+            }
+
+            e->resend = 1;
             break;
         }
 
@@ -879,94 +1355,229 @@ ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc, PGresult *res)
             ngx_log_error(NGX_LOG_INFO, &pgc->log, 0,
                           "replay: the database rejected a parameter: %*s",
                           len, text);
-            pgc->status = NGX_HTTP_BAD_REQUEST;
+            e->status = NGX_HTTP_BAD_REQUEST;
+
+        } else if (ngx_http_replay_db_sqlstate(res,
+                                               ngx_http_replay_db_canceled))
+        {
+            /*
+             * Another query's cancel request: PostgreSQL signals the
+             * backend twice (the process and its group), and the second
+             * signal may interrupt the next query of the pipeline.  The
+             * query was rolled back with its own transaction: it is sent
+             * again, once, on another connection.
+             */
+
+            if (job && !job->retried) {
+                ngx_log_error(NGX_LOG_INFO, &pgc->log, 0,
+                              "replay: the key query was cancelled, "
+                              "sending it again: %*s", len, text);
+                e->retry = 1;
+
+            } else {
+                ngx_log_error(NGX_LOG_ERR, &pgc->log, 0,
+                              "replay: database query failed: %*s",
+                              len, text);
+                ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
+                e->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+            }
 
         } else {
             ngx_log_error(NGX_LOG_ERR, &pgc->log, 0,
                           "replay: database query failed: %*s", len, text);
             ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
-            pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            e->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         break;
 
     case PGRES_COMMAND_OK:
-        if (pgc->status == NGX_OK) {
+        if (e->status == NGX_OK) {
             ngx_log_error(NGX_LOG_ERR, &pgc->log, 0,
                           "replay: the key query returned no rows at all; "
                           "it must be a SELECT or have a RETURNING clause");
             ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
-            pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            e->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         break;
 
     default:
-        if (pgc->status == NGX_OK) {
+        if (e->status == NGX_OK) {
             ngx_log_error(NGX_LOG_ERR, &pgc->log, 0,
                           "replay: unexpected database result %s",
                           PQresStatus(st));
             ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
-            pgc->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            e->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         break;
     }
 
     PQclear(res);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The head entry's query is over.  NGX_OK: the connection goes on with
+ * its next entry; NGX_DONE: its owner has been told it is done (or to
+ * close it), and it may be gone.
+ */
+
+static ngx_int_t
+ngx_http_replay_db_entry_end(ngx_http_replay_db_conn_t *pgc,
+    ngx_http_replay_db_entry_t *e)
+{
+    ngx_queue_t                 *q;
+    ngx_http_replay_db_job_t    *job;
+    ngx_http_replay_db_entry_t  *next;
+
+    ngx_queue_remove(&e->queue);
+
+    if (e->timedout) {
+        /* the cancelled query is over: the next one gets its own time */
+        pgc->canceling = 0;
+
+        if (pgc->timer.timer_set) {
+            ngx_del_timer(&pgc->timer);
+        }
+    }
+
+    job = e->job;
+
+    if (e->prepare) {
+
+        if (e->status == NGX_OK) {
+            pgc->prepared[e->query->index] = NGX_HTTP_REPLAY_DB_PREPARED;
+
+        } else {
+            /*
+             * The next request prepares it again.  Its runs here, held
+             * back until now, cannot run: they end with its status.
+             */
+
+            pgc->prepared[e->query->index] = NGX_HTTP_REPLAY_DB_UNPREPARED;
+
+            for (q = ngx_queue_head(&pgc->entries);
+                 q != ngx_queue_sentinel(&pgc->entries);
+                 q = ngx_queue_next(q))
+            {
+                next = ngx_queue_data(q, ngx_http_replay_db_entry_t, queue);
+
+                if (next->query != e->query || next->prepare
+                    || next->unnamed)
+                {
+                    continue;
+                }
+
+                next->status = e->status;
+
+                if (!next->sent && next->job && !next->answered) {
+                    next->answered = 1;
+                    next->job->rc = e->status;
+                    pgc->job = next->job;
+                    pgc->handler(pgc, NGX_HTTP_REPLAY_DB_ANSWERED);
+                }
+            }
+        }
+
+    } else if (e->command == NULL) {
+        pgc->njobs--;
+
+        if (e->resend && job) {
+            /* again as the unnamed statement, behind what is out */
+
+            next = ngx_http_replay_db_entry(pgc);
+            if (next == NULL) {
+                ngx_http_replay_db_entry_free(pgc, e);
+                ngx_http_replay_db_failed(pgc, NULL);
+                return NGX_DONE;
+            }
+
+            next->query = e->query;
+            next->unnamed = 1;
+            next->job = job;
+            job->entry = next;
+            job->rows = 0;
+
+            ngx_queue_insert_tail(&pgc->entries, &next->queue);
+            pgc->njobs++;
+
+            job = NULL;
+            e->job = NULL;
+
+        } else if (job && !e->answered) {
+            if (job->rc == NGX_OK) {
+                job->rc = e->status;
+            }
+
+            e->answered = 1;
+            pgc->job = job;
+            pgc->handler(pgc, e->retry ? NGX_HTTP_REPLAY_DB_RETRY
+                                       : NGX_HTTP_REPLAY_DB_ANSWERED);
+        }
+    }
+
+    if (e->command && e->status != NGX_OK) {
+        ngx_http_replay_db_entry_free(pgc, e);
+        pgc->handler(pgc, NGX_HTTP_REPLAY_DB_CLOSE);
+        return NGX_DONE;
+    }
+
+    ngx_http_replay_db_entry_free(pgc, e);
+
+    /* one at a time, the next query; in a pipeline, a query sent again */
+
+    if (ngx_http_replay_db_send_next(pgc) != NGX_OK) {
+        ngx_http_replay_db_failed(pgc, "database connection failed");
+        return NGX_DONE;
+    }
+
+    if (!ngx_queue_empty(&pgc->entries)) {
+        return NGX_OK;
+    }
+
+    if (pgc->timer.timer_set && !pgc->canceling) {
+        ngx_del_timer(&pgc->timer);
+    }
+
+    /* after a cancel, a late one could hit the next query: it goes */
+
+    pgc->handler(pgc, pgc->cancelled ? NGX_HTTP_REPLAY_DB_CLOSE
+                                     : NGX_HTTP_REPLAY_DB_DONE);
+    return NGX_DONE;
 }
 
 
 static void
-ngx_http_replay_db_end_of_command(ngx_http_replay_db_conn_t *pgc)
+ngx_http_replay_db_entry_free(ngx_http_replay_db_conn_t *pgc,
+    ngx_http_replay_db_entry_t *e)
 {
-    ngx_http_replay_db_job_t  *job;
-
-    job = pgc->job;
-
-    if (pgc->state == NGX_HTTP_REPLAY_DB_PREPARING
-        && pgc->status == NGX_OK)
-    {
-        pgc->prepared[pgc->query->index] = 1;
-
-        if (job) {
-            if (ngx_http_replay_db_send(pgc) != NGX_OK) {
-                ngx_http_replay_db_failed(pgc, "database connection failed");
-            }
-
-            return;
-        }
-
-    } else if (pgc->resend && job) {
-        pgc->resend = 0;
-        pgc->rows = 0;
-        pgc->got_result = 0;
-
-        if (ngx_http_replay_db_send(pgc) != NGX_OK) {
-            ngx_http_replay_db_failed(pgc, "database connection failed");
-        }
-
-        return;
+    if (e->job) {
+        e->job->entry = NULL;
+        e->job->conn = NULL;
     }
 
-    if (job && !pgc->answered && job->rc == NGX_OK) {
-        job->rc = pgc->status;
+    if (pgc->job && pgc->job == e->job) {
+        pgc->job = NULL;
     }
 
-    pgc->query = NULL;
-
-    pgc->handler(pgc, NGX_HTTP_REPLAY_DB_DONE);
+    ngx_queue_insert_head(&pgc->free, &e->queue);
 }
 
 
-/* logs libpq's error, if asked to, and tells the pool to close it */
+/* logs libpq's error, if asked to, and tells the owner to close it */
 
 static void
 ngx_http_replay_db_failed(ngx_http_replay_db_conn_t *pgc, const char *what)
 {
-    u_char      text[NGX_HTTP_REPLAY_DB_TEXT_LEN];
-    size_t      len;
-    ngx_uint_t  level;
+    u_char                       text[NGX_HTTP_REPLAY_DB_TEXT_LEN];
+    size_t                       len;
+    ngx_uint_t                   level, n;
+    ngx_queue_t                 *q;
+    ngx_http_replay_db_entry_t  *e;
 
     if (what) {
         len = pgc->pg ? ngx_http_replay_db_text(text, sizeof(text),
@@ -979,9 +1590,23 @@ ngx_http_replay_db_failed(ngx_http_replay_db_conn_t *pgc, const char *what)
         ngx_log_error(level, &pgc->log, 0, "replay: %s: %*s", what, len, text);
     }
 
-    if (pgc->query) {
-        /* a query it was running has failed */
-        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, 1);
+    /* the queries that had left have failed */
+
+    n = 0;
+
+    for (q = ngx_queue_head(&pgc->entries);
+         q != ngx_queue_sentinel(&pgc->entries);
+         q = ngx_queue_next(q))
+    {
+        e = ngx_queue_data(q, ngx_http_replay_db_entry_t, queue);
+
+        if (e->sent && !e->prepare && e->command == NULL) {
+            n++;
+        }
+    }
+
+    if (n) {
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_ERRORS, n);
     }
 
     pgc->handler(pgc, NGX_HTTP_REPLAY_DB_CLOSE);
@@ -989,23 +1614,48 @@ ngx_http_replay_db_failed(ngx_http_replay_db_conn_t *pgc, const char *what)
 
 
 /*
- * A query runs past its time: the server is asked to cancel it, and the
- * connection goes once it has been (the pool closes it on
- * NGX_HTTP_REPLAY_DB_CLOSE).  NGX_DECLINED: it cannot be, close it now.
+ * The query at the head of the pipeline runs past its time: the server
+ * is asked to cancel it.  The connection takes no other batch: it goes
+ * once its queries are over (the owner closes it on ..._DB_CLOSE), since
+ * a late cancel request could hit the next query.  NGX_DECLINED: it
+ * cannot be, close it now.
  */
 
 ngx_int_t
 ngx_http_replay_db_conn_cancel(ngx_http_replay_db_conn_t *pgc)
+{
+    ngx_queue_t                 *q;
+    ngx_http_replay_db_entry_t  *e;
+
+    if (pgc->pg == NULL || ngx_queue_empty(&pgc->entries)) {
+        return NGX_DECLINED;
+    }
+
+    q = ngx_queue_head(&pgc->entries);
+    e = ngx_queue_data(q, ngx_http_replay_db_entry_t, queue);
+
+    e->timedout = 1;
+    pgc->canceling = 1;
+    pgc->cancelled = 1;
+
+    if (pgc->cancel) {
+        /* one request at a time: this one goes when that one is done */
+        pgc->recancel = 1;
+        return NGX_OK;
+    }
+
+    return ngx_http_replay_db_cancel_send(pgc);
+}
+
+
+static ngx_int_t
+ngx_http_replay_db_cancel_send(ngx_http_replay_db_conn_t *pgc)
 {
     ngx_pool_t                   *pool;
     ngx_http_replay_db_t         *db;
     ngx_http_replay_db_cancel_t  *cn;
 
     db = pgc->db;
-
-    if (pgc->pg == NULL) {
-        return NGX_DECLINED;
-    }
 
     /* a server too slow to take cancel requests gets no more of them */
 
@@ -1043,7 +1693,6 @@ ngx_http_replay_db_conn_cancel(ngx_http_replay_db_conn_t *pgc)
     db->ncancels++;
 
     pgc->cancel = cn;
-    pgc->state = NGX_HTTP_REPLAY_DB_CANCELING;
     pgc->log.action = "cancelling the key query";
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, &pgc->log, 0,
@@ -1051,63 +1700,6 @@ ngx_http_replay_db_conn_cancel(ngx_http_replay_db_conn_t *pgc)
                    PQbackendPID(pgc->pg));
 
     return NGX_OK;
-}
-
-
-/*
- * While the cancel request is out, the connection reads what is left of
- * the query's answer, and drops it.  It goes once both are done: when
- * the server has said the query is over, the backend no longer runs it.
- */
-
-static void
-ngx_http_replay_db_cancel_read(ngx_http_replay_db_conn_t *pgc,
-    ngx_uint_t write)
-{
-    PGresult  *res;
-
-    if (!write && ngx_http_replay_db_consume(pgc->pg) != NGX_OK) {
-        goto failed;
-    }
-
-    if (pgc->flushing && ngx_http_replay_db_flush(pgc) != NGX_OK) {
-        goto failed;
-    }
-
-    while (!pgc->over && !PQisBusy(pgc->pg)) {
-        res = PQgetResult(pgc->pg);
-
-        if (res == NULL) {
-            pgc->over = 1;
-            break;
-        }
-
-        PQclear(res);
-    }
-
-    if (!pgc->over) {
-        if (PQstatus(pgc->pg) != CONNECTION_OK) {
-            goto failed;
-        }
-
-        return;
-    }
-
-    if (pgc->cancel) {
-        /* nothing more to read: no events until the request is done */
-        if (ngx_http_replay_db_events(pgc, 0, 0) != NGX_OK) {
-            goto failed;
-        }
-
-        return;
-    }
-
-    pgc->handler(pgc, NGX_HTTP_REPLAY_DB_CLOSE);
-    return;
-
-failed:
-
-    pgc->handler(pgc, NGX_HTTP_REPLAY_DB_CLOSE);
 }
 
 
@@ -1139,12 +1731,18 @@ ngx_http_replay_db_cancel_done(ngx_http_replay_db_cancel_t *cn)
 
     ngx_destroy_pool(cn->pool);
 
-    if (pgc) {
-        pgc->cancel = NULL;
+    if (pgc == NULL) {
+        return;
+    }
 
-        if (pgc->over) {
-            pgc->handler(pgc, NGX_HTTP_REPLAY_DB_CLOSE);
-        }
+    pgc->cancel = NULL;
+
+    if (pgc->recancel && pgc->canceling) {
+        /* another query of the batch timed out meanwhile */
+        pgc->recancel = 0;
+
+        /* else its deadline closes the connection */
+        (void) ngx_http_replay_db_cancel_send(pgc);
     }
 }
 
@@ -1158,14 +1756,16 @@ ngx_http_replay_db_conn_close(ngx_http_replay_db_conn_t *pgc)
                    "replay db: close, fd:%d",
                    pgc->pg ? PQsocket(pgc->pg) : -1);
 
-    ngx_http_replay_db_conn_detach(pgc);
-
     if (pgc->timer.timer_set) {
         ngx_del_timer(&pgc->timer);
     }
 
     if (pgc->timer.posted) {
         ngx_delete_posted_event(&pgc->timer);
+    }
+
+    if (pgc->send.posted) {
+        ngx_delete_posted_event(&pgc->send);
     }
 
     if (pgc->resolving) {

@@ -6,6 +6,13 @@
  * connections and keeps their time; what a query says on the wire is
  * the connection's business (ngx_http_replay_db_conn.c).
  *
+ * A connection runs one batch at a time: the jobs given to it before the
+ * batch leaves (the same turn of the event loop, at most "pipeline" of
+ * them), sent together in libpq's pipeline mode.  A job that arrives
+ * joins the batch being formed, or starts one on an idle connection, or
+ * a new connection while the pool has room, or waits in the queue; a
+ * connection done with its batch takes the next one from the queue.
+ *
  * A job ends exactly once: its handler runs from a posted event, so that
  * whoever ends it (a connection's event, a timer) is back in a
  * consistent state first, and never from inside ngx_http_replay_db_run(),
@@ -23,6 +30,7 @@ static ngx_int_t ngx_http_replay_db_connect(ngx_http_replay_db_t *db,
     ngx_http_replay_db_job_t *job);
 static ngx_int_t ngx_http_replay_db_enqueue(ngx_http_replay_db_t *db,
     ngx_http_replay_db_job_t *job);
+static ngx_uint_t ngx_http_replay_db_room(ngx_http_replay_db_t *db);
 static void ngx_http_replay_db_dispatch(ngx_http_replay_db_t *db);
 static void ngx_http_replay_db_conn_handler(ngx_http_replay_db_conn_t *pgc,
     ngx_uint_t what);
@@ -108,7 +116,7 @@ ngx_http_replay_db_abandon(ngx_http_replay_db_job_t *job)
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, job->log, 0,
                        "replay db: request gone, connection goes on");
 
-        ngx_http_replay_db_conn_detach(job->conn);
+        ngx_http_replay_db_conn_detach(job->conn, job);
     }
 
     job->finished = 1;
@@ -124,8 +132,28 @@ static ngx_int_t
 ngx_http_replay_db_assign(ngx_http_replay_db_t *db,
     ngx_http_replay_db_job_t *job)
 {
+    ngx_int_t                   rc;
     ngx_queue_t                *q;
     ngx_http_replay_db_conn_t  *pgc;
+
+    /* a batch that has not left yet takes it */
+
+    pgc = db->filling;
+
+    if (pgc && pgc->open && pgc->njobs < db->pipeline) {
+        if (ngx_http_replay_db_conn_add(pgc, job) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (!job->wait.timer_set && job->entry
+            && &job->entry->queue != ngx_queue_head(&pgc->entries))
+        {
+            /* behind others of its batch until the server starts on it */
+            ngx_add_timer(&job->wait, db->queue_timeout);
+        }
+
+        return NGX_AGAIN;
+    }
 
     while (!ngx_queue_empty(&db->idle)) {
 
@@ -139,14 +167,23 @@ ngx_http_replay_db_assign(ngx_http_replay_db_t *db,
         ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_IDLE, -1);
         ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_BUSY, 1);
 
-        if (ngx_http_replay_db_conn_send(pgc, job) == NGX_OK) {
-            ngx_add_timer(&pgc->timer, db->query_timeout);
+        rc = ngx_http_replay_db_conn_add(pgc, job);
+
+        if (rc == NGX_OK) {
+            if (pgc->open) {
+                db->filling = pgc;
+            }
+
             return NGX_AGAIN;
         }
 
         /* broken before the query left: it goes on another connection */
 
         ngx_http_replay_db_close(pgc);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     if (db->nconns < db->max_conns) {
@@ -171,12 +208,15 @@ ngx_http_replay_db_connect(ngx_http_replay_db_t *db,
     pgc->handler = ngx_http_replay_db_conn_handler;
     pgc->timer.handler = ngx_http_replay_db_timeout;
 
+    if (ngx_http_replay_db_conn_add(pgc, job) != NGX_OK) {
+        ngx_http_replay_db_conn_close(pgc);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     ngx_queue_insert_tail(&db->busy, &pgc->queue);
     db->nconns++;
 
     ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_BUSY, 1);
-
-    ngx_http_replay_db_conn_attach(pgc, job);
 
     /* resolving the names included */
     ngx_add_timer(&pgc->timer, db->connect_timeout);
@@ -211,6 +251,18 @@ ngx_http_replay_db_enqueue(ngx_http_replay_db_t *db,
 }
 
 
+/* whether a job of the queue would get a connection now */
+
+static ngx_uint_t
+ngx_http_replay_db_room(ngx_http_replay_db_t *db)
+{
+    return (db->filling && db->filling->open
+            && db->filling->njobs < db->pipeline)
+           || !ngx_queue_empty(&db->idle)
+           || db->nconns < db->max_conns;
+}
+
+
 /* serves the queue while the pool has room */
 
 static void
@@ -220,9 +272,8 @@ ngx_http_replay_db_dispatch(ngx_http_replay_db_t *db)
     ngx_queue_t               *q;
     ngx_http_replay_db_job_t  *job;
 
-    while (db->nwaiting
-           && (!ngx_queue_empty(&db->idle) || db->nconns < db->max_conns))
-    {
+    while (db->nwaiting && ngx_http_replay_db_room(db)) {
+
         q = ngx_queue_head(&db->waiting);
         job = ngx_queue_data(q, ngx_http_replay_db_job_t, queue);
 
@@ -232,13 +283,15 @@ ngx_http_replay_db_dispatch(ngx_http_replay_db_t *db)
 
         ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_WAITING, -1);
 
-        if (job->wait.timer_set) {
-            ngx_del_timer(&job->wait);
-        }
+        /* its queue_timeout runs on until the server starts on it */
 
         rc = ngx_http_replay_db_assign(db, job);
 
         if (rc != NGX_AGAIN) {
+            if (job->wait.timer_set) {
+                ngx_del_timer(&job->wait);
+            }
+
             ngx_http_replay_db_finish(job,
                                       rc == NGX_DECLINED
                                       ? NGX_HTTP_SERVICE_UNAVAILABLE : rc);
@@ -257,7 +310,6 @@ ngx_http_replay_db_conn_handler(ngx_http_replay_db_conn_t *pgc,
     ngx_http_replay_db_job_t  *job;
 
     db = pgc->db;
-    job = pgc->job;
 
     switch (what) {
 
@@ -268,35 +320,57 @@ ngx_http_replay_db_conn_handler(ngx_http_replay_db_conn_t *pgc,
             ngx_del_timer(&pgc->timer);
         }
 
-        if (job == NULL) {
-            ngx_http_replay_db_release(pgc);
-            break;
+        if (pgc->open) {
+            /* the queue's jobs join the first batch */
+            db->filling = pgc;
         }
 
-        if (ngx_http_replay_db_conn_send(pgc, job) != NGX_OK) {
-            ngx_http_replay_db_close(pgc);
-            ngx_http_replay_db_finish(job, NGX_HTTP_SERVICE_UNAVAILABLE);
-            break;
-        }
-
-        ngx_add_timer(&pgc->timer, db->query_timeout);
-        return;
+        break;
 
     case NGX_HTTP_REPLAY_DB_ANSWERED:
+        job = pgc->job;
+
         if (job) {
-            ngx_http_replay_db_conn_detach(pgc);
+            ngx_http_replay_db_conn_detach(pgc, job);
             ngx_http_replay_db_finish(job, job->rc);
         }
 
         return;
 
     case NGX_HTTP_REPLAY_DB_DONE:
-        if (job) {
-            ngx_http_replay_db_conn_detach(pgc);
-            ngx_http_replay_db_finish(job, job->rc);
+        ngx_http_replay_db_release(pgc);
+        break;
+
+    case NGX_HTTP_REPLAY_DB_NOTIFY:
+        return;
+
+    case NGX_HTTP_REPLAY_DB_RETRY:
+        job = pgc->job;
+
+        if (job == NULL) {
+            return;
         }
 
-        ngx_http_replay_db_release(pgc);
+        /* first in the queue: it came first; this connection is going */
+
+        ngx_http_replay_db_conn_detach(pgc, job);
+
+        job->retried = 1;
+        job->rc = NGX_OK;
+        job->rows = 0;
+
+        ngx_queue_insert_head(&db->waiting, &job->queue);
+        db->nwaiting++;
+        job->queued = 1;
+
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_WAITING, 1);
+
+        if (job->wait.timer_set) {
+            ngx_del_timer(&job->wait);
+        }
+
+        ngx_add_timer(&job->wait, db->queue_timeout);
+
         break;
 
     default: /* NGX_HTTP_REPLAY_DB_CLOSE */
@@ -307,11 +381,6 @@ ngx_http_replay_db_conn_handler(ngx_http_replay_db_conn_t *pgc,
          */
 
         ngx_http_replay_db_close(pgc);
-
-        if (job) {
-            ngx_http_replay_db_finish(job, NGX_HTTP_SERVICE_UNAVAILABLE);
-        }
-
         break;
     }
 
@@ -319,7 +388,7 @@ ngx_http_replay_db_conn_handler(ngx_http_replay_db_conn_t *pgc,
 }
 
 
-/* a connection is done with a job: to the idle list, or closed */
+/* a connection is done with its batch: to the idle list, or closed */
 
 static void
 ngx_http_replay_db_release(ngx_http_replay_db_conn_t *pgc)
@@ -330,6 +399,10 @@ ngx_http_replay_db_release(ngx_http_replay_db_conn_t *pgc)
 
     if (pgc->timer.timer_set) {
         ngx_del_timer(&pgc->timer);
+    }
+
+    if (db->filling == pgc) {
+        db->filling = NULL;
     }
 
     if (ngx_exiting || ngx_terminate
@@ -350,9 +423,25 @@ ngx_http_replay_db_release(ngx_http_replay_db_conn_t *pgc)
 }
 
 
+/* a connection goes: the jobs still on it end with 503 */
+
 static void
 ngx_http_replay_db_close(ngx_http_replay_db_conn_t *pgc)
 {
+    ngx_http_replay_db_job_t  *job;
+
+    while ((job = ngx_http_replay_db_conn_take(pgc)) != NULL) {
+        if (job->wait.timer_set) {
+            ngx_del_timer(&job->wait);
+        }
+
+        ngx_http_replay_db_finish(job, NGX_HTTP_SERVICE_UNAVAILABLE);
+    }
+
+    if (pgc->db->filling == pgc) {
+        pgc->db->filling = NULL;
+    }
+
     ngx_queue_remove(&pgc->queue);
     pgc->db->nconns--;
 
@@ -364,11 +453,13 @@ ngx_http_replay_db_close(ngx_http_replay_db_conn_t *pgc)
 
 
 /*
- * connect_timeout, query_timeout, or a cancel request that takes too
- * long.  A query past its time is cancelled before its connection goes:
- * closing alone leaves the server running it until it next writes.
- * Until then the connection keeps its place in the pool, so that the
- * server never runs more of the worker's queries than the pool allows.
+ * connect_timeout, query_timeout of the query at the head of the
+ * connection's pipeline, or a cancel request that takes too long.  A
+ * query past its time is cancelled before its connection goes: closing
+ * alone leaves the server running it until it next writes.  Until then
+ * the connection keeps its place in the pool, so that the server never
+ * runs more of the worker's queries than the pool allows; the queries
+ * behind it in its batch go on, each with its own query_timeout.
  */
 
 static void
@@ -396,11 +487,6 @@ ngx_http_replay_db_timeout(ngx_event_t *ev)
 
         ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_CONNECT_FAILURES, 1);
 
-        if (job) {
-            ngx_http_replay_db_conn_detach(pgc);
-            ngx_http_replay_db_finish(job, NGX_HTTP_SERVICE_UNAVAILABLE);
-        }
-
     } else {
         ngx_log_error(level, &pgc->log, 0,
                       "replay: database query timed out after %M ms",
@@ -409,12 +495,11 @@ ngx_http_replay_db_timeout(ngx_event_t *ev)
         ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_QUERY_TIMEOUTS, 1);
 
         if (job) {
-            ngx_http_replay_db_conn_detach(pgc);
+            ngx_http_replay_db_conn_detach(pgc, job);
             ngx_http_replay_db_finish(job, NGX_HTTP_GATEWAY_TIME_OUT);
         }
 
         if (ngx_http_replay_db_conn_cancel(pgc) == NGX_OK) {
-            pgc->canceling = 1;
             ngx_add_timer(&pgc->timer, db->connect_timeout);
             return;
         }
@@ -425,6 +510,8 @@ ngx_http_replay_db_timeout(ngx_event_t *ev)
 }
 
 
+/* queue_timeout: in the queue, or behind other queries of its batch */
+
 static void
 ngx_http_replay_db_wait_timeout(ngx_event_t *ev)
 {
@@ -434,15 +521,30 @@ ngx_http_replay_db_wait_timeout(ngx_event_t *ev)
     job = ev->data;
     db = job->query->db;
 
-    ngx_queue_remove(&job->queue);
-    db->nwaiting--;
-    job->queued = 0;
+    if (job->queued) {
+        ngx_queue_remove(&job->queue);
+        db->nwaiting--;
+        job->queued = 0;
 
-    ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_WAITING, -1);
+        ngx_http_replay_stat(NGX_HTTP_REPLAY_ST_DB_WAITING, -1);
 
-    ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                  "replay: no database connection was free within %M ms "
-                  "for database \"%V\"", db->queue_timeout, &db->name);
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "replay: no database connection was free within %M ms "
+                      "for database \"%V\"", db->queue_timeout, &db->name);
+
+    } else {
+        /* its query is out, behind a slow one: it runs, unheard */
+
+        if (job->conn) {
+            ngx_http_replay_db_conn_detach(job->conn, job);
+        }
+
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "replay: no database connection was free within %M ms "
+                      "for database \"%V\" (the query waited behind "
+                      "another of its connection)",
+                      db->queue_timeout, &db->name);
+    }
 
     ngx_http_replay_db_finish(job, NGX_HTTP_SERVICE_UNAVAILABLE);
 }
@@ -453,6 +555,10 @@ ngx_http_replay_db_finish(ngx_http_replay_db_job_t *job, ngx_int_t rc)
 {
     if (job->finished) {
         return;
+    }
+
+    if (job->wait.timer_set) {
+        ngx_del_timer(&job->wait);
     }
 
     job->finished = 1;

@@ -9,6 +9,10 @@
  * The caller learns the end through its handler, called once from an
  * event handler; a request that ends first detaches the job in its
  * cleanup, and its handler is never called.
+ *
+ * It also keeps the workers' LISTENs of "replay_key_cache ... notify=":
+ * a NOTIFY names values; the entries of the zone for those values, of
+ * each key query that listens on the channel, are dropped.
  */
 
 
@@ -28,8 +32,23 @@ typedef struct {
     void                               *data;
     ngx_str_t                           params;     /* the key cache's key */
     uint64_t                            start;      /* microseconds */
+    ngx_uint_t                          drops;      /* the zone's, before */
     unsigned                            cache:1;    /* to keep its answer */
 } ngx_http_replay_lookup_t;
+
+
+/* the entries a LISTEN drops: those of this query in this zone */
+typedef struct {
+    ngx_shm_zone_t                     *zone;
+    ngx_http_replay_db_query_t         *query;
+} ngx_http_replay_lookup_target_t;
+
+
+/* a worker's LISTEN on a channel of a database, for these targets */
+typedef struct {
+    ngx_http_replay_db_listen_t         listen;
+    ngx_array_t                         targets;
+} ngx_http_replay_lookup_listen_t;
 
 
 static ngx_int_t ngx_http_replay_lookup_cache_get(ngx_http_replay_lookup_t *lk);
@@ -43,7 +62,13 @@ static ngx_int_t ngx_http_replay_lookup_copy(ngx_http_request_t *r,
 static void ngx_http_replay_lookup_done(ngx_http_replay_db_job_t *job);
 static ngx_int_t ngx_http_replay_lookup_end(ngx_http_replay_lookup_t *lk,
     ngx_int_t rc);
+static ngx_int_t ngx_http_replay_lookup_stale(ngx_http_replay_lookup_t *lk,
+    ngx_int_t rc);
 static void ngx_http_replay_lookup_cleanup(void *data);
+static void ngx_http_replay_lookup_notify(ngx_http_replay_db_listen_t *ls,
+    ngx_str_t *payload);
+static void ngx_http_replay_lookup_listening(ngx_http_replay_db_listen_t *ls,
+    ngx_str_t *payload);
 
 
 ngx_int_t
@@ -196,7 +221,8 @@ ngx_http_replay_lookup_cache_get(ngx_http_replay_lookup_t *lk)
     start = ngx_http_replay_usec();
 
     rc = ngx_http_replay_cache_get(lk->request, ctx, &lk->params,
-                                   ngx_http_replay_lookup_set_row);
+                                   ngx_http_replay_lookup_set_row,
+                                   &lk->drops);
 
     if (rc == NGX_DECLINED) {
         lk->cache = 1;
@@ -388,10 +414,32 @@ ngx_http_replay_lookup_end(ngx_http_replay_lookup_t *lk, ngx_int_t rc)
 
     if (rc == NGX_OK) {
         if (lk->cache) {
-            ngx_http_replay_cache_put(r, ctx, &lk->params);
+            ngx_http_replay_cache_put(r, ctx, &lk->params, lk->drops);
         }
 
         return rc;
+    }
+
+    if (ctx->key_cache == NGX_HTTP_REPLAY_CACHE_EXPIRED) {
+
+        switch (rc) {
+
+        case NGX_HTTP_NOT_FOUND:
+            /* the replay is gone: its old key is not to be served */
+            ngx_http_replay_cache_forget(r, &lk->params);
+            break;
+
+        case NGX_HTTP_SERVICE_UNAVAILABLE:
+        case NGX_HTTP_GATEWAY_TIME_OUT:
+
+            /* down, slow, or its queue full: the expired entry will do */
+
+            if (ngx_http_replay_lookup_stale(lk, rc) == NGX_OK) {
+                return NGX_OK;
+            }
+
+            break;
+        }
     }
 
     if (ctx->outcome == 0) {
@@ -424,6 +472,43 @@ ngx_http_replay_lookup_end(ngx_http_replay_lookup_t *lk, ngx_int_t rc)
 }
 
 
+/*
+ * replay_key_cache ... stale=: the database failed with rc; an expired
+ * entry still within "stale=" answers instead.  NGX_OK: it did.
+ */
+
+static ngx_int_t
+ngx_http_replay_lookup_stale(ngx_http_replay_lookup_t *lk, ngx_int_t rc)
+{
+    ngx_int_t                    rv;
+    ngx_http_request_t          *r;
+    ngx_http_replay_ctx_t       *ctx;
+    ngx_http_replay_loc_conf_t  *rlcf;
+
+    r = lk->request;
+    ctx = lk->ctx;
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_replay_module);
+
+    if (rlcf->key_cache_stale == 0) {
+        return NGX_DECLINED;
+    }
+
+    rv = ngx_http_replay_cache_get_stale(r, ctx, &lk->params,
+                                         ngx_http_replay_lookup_set_row);
+
+    if (rv != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "replay: the database failed the lookup (%i), serving "
+                  "the expired replay_key_cache entry \"%V\"", rc,
+                  &ctx->key);
+
+    return NGX_OK;
+}
+
+
 /* the request is gone: nothing may point to it any more */
 
 static void
@@ -452,4 +537,259 @@ ngx_http_replay_db_need(ngx_http_replay_loc_conf_t *rlcf)
            + q->nparams * (sizeof(char *) + sizeof(ngx_str_t)
                            + rlcf->key_param_max + 1)
            + sizeof(q->ident);
+}
+
+
+/*
+ * A location whose replay_key_cache has notify=CHANNEL and whose
+ * replay_key_query has a database: its query joins the targets of the
+ * workers' LISTEN on that channel of that database.
+ */
+
+char *
+ngx_http_replay_lookup_merge(ngx_conf_t *cf, ngx_http_replay_loc_conf_t *conf)
+{
+    ngx_uint_t                        i;
+    ngx_http_replay_main_conf_t      *rmcf;
+    ngx_http_replay_lookup_listen_t  *ls;
+    ngx_http_replay_lookup_target_t  *t;
+
+    if (conf->key_cache == NULL
+        || conf->key_cache_notify.len == 0
+        || conf->query == NULL
+        || conf->query->db == NULL)
+    {
+        return NGX_CONF_OK;
+    }
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_replay_module);
+
+    if (rmcf->listens == NULL) {
+        rmcf->listens = ngx_array_create(cf->pool, 2,
+                                 sizeof(ngx_http_replay_lookup_listen_t));
+        if (rmcf->listens == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    ls = rmcf->listens->elts;
+
+    for (i = 0; i < rmcf->listens->nelts; i++) {
+        if (ls[i].listen.db == conf->query->db
+            && ls[i].listen.channel.len == conf->key_cache_notify.len
+            && ngx_strncmp(ls[i].listen.channel.data,
+                           conf->key_cache_notify.data,
+                           conf->key_cache_notify.len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == rmcf->listens->nelts) {
+        ls = ngx_array_push(rmcf->listens);
+        if (ls == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(ls, sizeof(ngx_http_replay_lookup_listen_t));
+
+        ls->listen.db = conf->query->db;
+        ls->listen.channel = conf->key_cache_notify;
+
+        if (ngx_array_init(&ls->targets, cf->pool, 2,
+                           sizeof(ngx_http_replay_lookup_target_t))
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+    } else {
+        ls = &ls[i];
+    }
+
+    /* "if" blocks merge their location's query again */
+
+    t = ls->targets.elts;
+
+    for (i = 0; i < ls->targets.nelts; i++) {
+        if (t[i].zone == conf->key_cache && t[i].query == conf->query) {
+            return NGX_CONF_OK;
+        }
+    }
+
+    t = ngx_array_push(&ls->targets);
+    if (t == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    t->zone = conf->key_cache;
+    t->query = conf->query;
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_replay_lookup_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i;
+    ngx_http_replay_main_conf_t      *rmcf;
+    ngx_http_replay_lookup_listen_t  *ls;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    if (cycle->conf_ctx[ngx_http_module.index] == NULL) {
+        return NGX_OK;
+    }
+
+    rmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_replay_module);
+
+    if (rmcf == NULL || rmcf->listens == NULL) {
+        return NGX_OK;
+    }
+
+    ls = rmcf->listens->elts;
+
+    for (i = 0; i < rmcf->listens->nelts; i++) {
+        ls[i].listen.notify = ngx_http_replay_lookup_notify;
+        ls[i].listen.listening = ngx_http_replay_lookup_listening;
+        ls[i].listen.data = &ls[i];
+
+        if (ngx_http_replay_db_listen_start(&ls[i].listen) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_replay_lookup_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i;
+    ngx_http_replay_main_conf_t      *rmcf;
+    ngx_http_replay_lookup_listen_t  *ls;
+
+    if (cycle->conf_ctx[ngx_http_module.index] != NULL) {
+        rmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                                   ngx_http_replay_module);
+
+        if (rmcf && rmcf->listens) {
+            ls = rmcf->listens->elts;
+
+            for (i = 0; i < rmcf->listens->nelts; i++) {
+                ngx_http_replay_db_listen_stop(&ls[i].listen);
+            }
+        }
+    }
+
+    ngx_http_replay_db_exit_process(cycle);
+}
+
+
+/*
+ * A NOTIFY: its payload is the values the requests bound, as text: the
+ * one value of a query with one parameter, whole; the values separated
+ * by tabs for a query with more.  An empty payload expires every entry
+ * of the zones.
+ */
+
+static void
+ngx_http_replay_lookup_notify(ngx_http_replay_db_listen_t *ls,
+    ngx_str_t *payload)
+{
+    u_char                           *p, *start, *end, *last, *key;
+    size_t                            len;
+    ngx_str_t                         ckey;
+    ngx_uint_t                        i, n, dropped;
+    ngx_http_replay_db_query_t       *q;
+    ngx_http_replay_lookup_listen_t  *lls;
+    ngx_http_replay_lookup_target_t  *t;
+
+    lls = ls->data;
+    t = lls->targets.elts;
+
+    if (payload->len == 0) {
+        for (i = 0; i < lls->targets.nelts; i++) {
+            ngx_http_replay_cache_expire_all(t[i].zone);
+        }
+
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "replay: an empty NOTIFY on channel \"%V\": every "
+                      "replay_key_cache entry expired", &ls->channel);
+        return;
+    }
+
+    /* the identity, the payload and a NUL after each value */
+
+    len = sizeof(t[0].query->ident) + payload->len + 1;
+
+    key = ngx_alloc(len, ngx_cycle->log);
+    if (key == NULL) {
+        return;
+    }
+
+    dropped = 0;
+    last = payload->data + payload->len;
+
+    for (i = 0; i < lls->targets.nelts; i++) {
+        q = t[i].query;
+
+        p = ngx_cpymem(key, q->ident, sizeof(q->ident));
+        start = payload->data;
+
+        for (n = 0; n < q->nparams; n++) {
+            end = (n + 1 < q->nparams) ? ngx_strlchr(start, last, '\t')
+                                       : last;
+
+            if (end == NULL || end == start) {
+                break;
+            }
+
+            p = ngx_cpymem(p, start, end - start);
+            *p++ = '\0';
+
+            start = end + 1;
+        }
+
+        if (n < q->nparams || start < last) {
+            /* not this query's number of values */
+            continue;
+        }
+
+        ckey.data = key;
+        ckey.len = p - key;
+
+        dropped += ngx_http_replay_cache_drop(t[i].zone, &ckey);
+    }
+
+    ngx_free(key);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "replay: NOTIFY \"%V\" on \"%V\": %ui entries dropped",
+                   payload, &ls->channel, dropped);
+}
+
+
+/* listening again: what was sent while nobody listened is lost */
+
+static void
+ngx_http_replay_lookup_listening(ngx_http_replay_db_listen_t *ls,
+    ngx_str_t *payload)
+{
+    ngx_uint_t                        i;
+    ngx_http_replay_lookup_listen_t  *lls;
+    ngx_http_replay_lookup_target_t  *t;
+
+    lls = ls->data;
+    t = lls->targets.elts;
+
+    for (i = 0; i < lls->targets.nelts; i++) {
+        ngx_http_replay_cache_expire_all(t[i].zone);
+    }
 }

@@ -60,5 +60,13 @@ size_t ngx_http_replay_db_need(ngx_http_replay_loc_conf_t *rlcf);
 /* closes the worker's database connections */
 void ngx_http_replay_db_exit_process(ngx_cycle_t *cycle);
 
+/* the LISTENs of replay_key_cache ... notify= (ngx_http_replay_lookup.c) */
+char *ngx_http_replay_lookup_merge(ngx_conf_t *cf,
+    ngx_http_replay_loc_conf_t *conf);
+ngx_int_t ngx_http_replay_lookup_init_process(ngx_cycle_t *cycle);
+
+/* stops them, and closes the database connections */
+void ngx_http_replay_lookup_exit_process(ngx_cycle_t *cycle);
+
 
 #endif /* _NGX_HTTP_REPLAY_LOOKUP_H_INCLUDED_ */

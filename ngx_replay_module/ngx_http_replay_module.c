@@ -160,7 +160,7 @@ static ngx_command_t  ngx_http_replay_commands[] = {
       NULL },
 
     { ngx_string("replay_key_cache"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_replay_key_cache,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -227,10 +227,10 @@ ngx_module_t  ngx_http_replay_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     ngx_http_replay_status_init_module,    /* init module */
-    NULL,                                  /* init process */
+    ngx_http_replay_lookup_init_process,   /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    ngx_http_replay_db_exit_process,       /* exit process */
+    ngx_http_replay_lookup_exit_process,   /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -893,9 +893,12 @@ ngx_http_replay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->key_cache = (prev->key_cache == NGX_CONF_UNSET_PTR)
                           ? NULL : prev->key_cache;
         conf->key_cache_valid = prev->key_cache_valid;
+        conf->key_cache_stale = prev->key_cache_stale;
+        conf->key_cache_notify = prev->key_cache_notify;
     }
 
     if (ngx_http_replay_db_merge(cf, prev, conf) != NGX_CONF_OK
+        || ngx_http_replay_lookup_merge(cf, conf) != NGX_CONF_OK
         || ngx_http_replay_s3_merge(cf, conf) != NGX_CONF_OK
         || ngx_http_replay_stream_merge(cf, conf) != NGX_CONF_OK)
     {

@@ -87,6 +87,8 @@ typedef struct {
     /* replay_key_cache (ngx_http_replay_cache.c): its zone, or NULL */
     ngx_shm_zone_t                 *key_cache;
     time_t                          key_cache_valid;
+    time_t                          key_cache_stale;  /* 0: none */
+    ngx_str_t                       key_cache_notify; /* a channel */
 
     ngx_flag_t                      buffering;
     ngx_flag_t                      server_timing;
@@ -122,6 +124,9 @@ typedef struct {
 
     /* every replay_db, for the workers' exit */
     ngx_array_t                    *dbs;             /* of db_t * */
+
+    /* replay_key_cache ... notify=: the workers' LISTENs (lookup.c) */
+    ngx_array_t                    *listens;
 } ngx_http_replay_main_conf_t;
 
 

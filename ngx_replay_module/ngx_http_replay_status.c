@@ -97,7 +97,7 @@ static char  *ngx_http_replay_classes[] = {
 };
 
 static char  *ngx_http_replay_cache_results[] = {
-    "hit", "miss", NULL
+    "hit", "miss", "stale", NULL
 };
 
 static char  *ngx_http_replay_rejects[] = {
@@ -180,9 +180,22 @@ static ngx_http_replay_metric_t  ngx_http_replay_metrics[] = {
       "Key queries that took longer than query_timeout.",
       NULL, NULL, NGX_HTTP_REPLAY_ST_DB_QUERY_TIMEOUTS },
 
+    { ngx_string("replay_db_queries_total"), "counter",
+      "Key queries sent to the database.",
+      NULL, NULL, NGX_HTTP_REPLAY_ST_DB_QUERIES },
+
+    { ngx_string("replay_db_batches_total"), "counter",
+      "Writes that sent key queries, several at once in pipeline mode.",
+      NULL, NULL, NGX_HTTP_REPLAY_ST_DB_BATCHES },
+
     { ngx_string("replay_key_cache_lookups_total"), "counter",
-      "Lookups in replay_key_cache, by result (an expired entry is a miss).",
+      "Lookups in replay_key_cache, by result (an expired entry is a miss; "
+      "stale: an expired entry served while the database failed).",
       "result", ngx_http_replay_cache_results, NGX_HTTP_REPLAY_ST_KEY_CACHE },
+
+    { ngx_string("replay_key_cache_notify_drops_total"), "counter",
+      "Entries of replay_key_cache dropped by a NOTIFY.",
+      NULL, NULL, NGX_HTTP_REPLAY_ST_KEY_CACHE_DROPS },
 
     { ngx_string("replay_s3_responses_total"), "counter",
       "Response headers from S3, by status class.",
@@ -1099,8 +1112,10 @@ ngx_http_replay_status_add_variables(ngx_conf_t *cf)
 
 
 /*
- * $replay_db_time and $replay_s3_time in seconds to the millisecond, as
- * nginx's own $upstream_header_time; $replay_sign_time to the microsecond.
+ * $replay_db_time, $replay_s3_time and $replay_sign_time in seconds to the
+ * microsecond ("0.000123"): a lookup or a signature takes microseconds,
+ * which nginx's millisecond format ($upstream_header_time) would show as
+ * "0.000"; Server-Timing has the same resolution.
  */
 
 static ngx_int_t
@@ -1146,16 +1161,7 @@ ngx_http_replay_time_variable(ngx_http_request_t *r,
 
     usec = *(uint64_t *) ((char *) ctx + data);
 
-    if (data == offsetof(ngx_http_replay_ctx_t, sign_time)) {
-        v->len = ngx_sprintf(p, "%uL.%06uL", usec / 1000000, usec % 1000000)
-                 - p;
-
-    } else {
-        v->len = ngx_sprintf(p, "%uL.%03uL", usec / 1000000,
-                             usec / 1000 % 1000)
-                 - p;
-    }
-
+    v->len = ngx_sprintf(p, "%uL.%06uL", usec / 1000000, usec % 1000000) - p;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;

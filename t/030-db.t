@@ -87,15 +87,19 @@ my $db_config = <<'CONF';
                              WHERE id::text = $1" $1;
     }
 
+    # one query at a time: what waits is in the queue (a batch would
+    # take the waiting ones with the first)
     location = /busy {
-        replay_db           "$TEST_NGINX_PG_DSN" pool=1 queue=1;
+        replay_db           "$TEST_NGINX_PG_DSN" pool=1 queue=1
+                            pipeline=off;
         replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
         replay_key_query    "SELECT replay_url FROM games, pg_sleep($1::float8)
                              WHERE id = 1" $arg_s;
     }
 
     location = /slow-queue {
-        replay_db           "$TEST_NGINX_PG_DSN" pool=1 queue_timeout=200ms;
+        replay_db           "$TEST_NGINX_PG_DSN" pool=1 queue_timeout=200ms
+                            pipeline=off;
         replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
         replay_key_query    "SELECT replay_url FROM games, pg_sleep($1::float8)
                              WHERE id = 1" $arg_s;
@@ -148,7 +152,7 @@ ReplayTest::fixture('games/1/replay.bin')
 Content-Type: application/octet-stream
 Content-Disposition: attachment; filename="game-1.replay"; filename*=UTF-8''game-1.replay
 --- access_log eval
-qr{db_time=\d+\.\d{3} key=games/1/replay\.bin}
+qr{db_time=\d+\.\d{6} key=games/1/replay\.bin}
 --- s3_requests
 GET /replays/games/1/replay.bin
 

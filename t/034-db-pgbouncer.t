@@ -99,12 +99,16 @@ sub status_of {
     return $resp =~ m{^HTTP/\d\.\d (\d+)} ? $1 : 0;
 }
 
-# ids 1, 2, 8 in turn; every answer checked against its object
+# ids 1, 2, 8 in turn; every answer checked against its object.  With
+# "parallel", all at once from one curl (ReplayTest::get_parallel).
 sub check_all {
-    my ($prefix, $n) = @_;
+    my ($prefix, $n, $parallel) = @_;
 
     my @ids = map { (1, 2, 8)[$_ % 3] } 1 .. $n;
-    my @res = ReplayTest::get_concurrently([map { "$prefix$_" } @ids]);
+    my @paths = map { "$prefix$_" } @ids;
+    my @res = $parallel
+              ? map { [$_->[0], '', $_->[1]] } ReplayTest::get_parallel(\@paths)
+              : ReplayTest::get_concurrently(\@paths);
     my $ok = 0;
 
     for my $i (0 .. $#ids) {
@@ -220,3 +224,63 @@ sub { ((map { main::s3_of(0, ($_) x $main::served{$_}) } keys %main::served),
        main::s3_of(20, 1)) }
 --- error_log
 replay: database connection failed
+
+
+
+=== TEST 4: batches through PgBouncer: the queries of a batch, each its own transaction, each answered with its own row
+Transaction pooling hands each transaction to any server connection; a
+batch's queries (pipeline mode, a Sync each) come back in order all the
+same, with unnamed statements (prepare=off) and after the default has
+switched to them.  50 ms a query, so that the lookups that come meanwhile
+wait for a batch.
+--- http_config
+    replay_db  "host=127.0.0.1 port=$TEST_NGINX_PGB_PORT dbname=replay
+                user=replay" pool=2 prepare=off;
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+
+    location ~ ^/unnamed/(\d+)$ {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url /* t034-batch */
+                             FROM games, pg_sleep(0.05)
+                             WHERE id = $1::bigint" $1;
+    }
+
+    location ~ ^/prepared/(\d+)$ {
+        replay_db           "host=127.0.0.1 port=$TEST_NGINX_PGB_PORT
+                             dbname=replay user=replay" pool=2;
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url /* t034-batch-default */
+                             FROM games, pg_sleep(0.05)
+                             WHERE id = $1::bigint" $1;
+    }
+
+    location = /status {
+        replay_status;
+    }
+--- init
+my $batches = sub {
+    my ($sock) = ReplayTest::open_request('/status');
+    my ($head, $body) = ReplayTest::read_response($sock, 10);
+    my ($q) = $body =~ /^replay_db_queries_total (\d+)$/m;
+    my ($b) = $body =~ /^replay_db_batches_total (\d+)$/m;
+    return ($q // -1, $b // -1);
+};
+my ($q0, $b0) = $batches->();
+Test::More::is(main::check_all('/unnamed/', 40, 1), 40, 'TEST 4: prepare=off: 40 concurrent lookups, every body right');
+my ($q1, $b1) = $batches->();
+Test::More::is($q1 - $q0, 40, 'TEST 4: 40 queries');
+Test::More::ok($b1 - $b0 <= 20, 'TEST 4: in ' . ($b1 - $b0) . ' writes (at most 20)');
+Test::More::is(main::check_all('/prepared/', 1), 1, 'TEST 4: the default: the first lookup finds the pooler out');
+Test::More::is(main::check_all('/prepared/', 40, 1), 40, 'TEST 4: then 40 concurrent lookups, every body right');
+my ($q2, $b2) = $batches->();
+Test::More::ok($b2 - $b1 <= ($q2 - $q1) / 2, 'TEST 4: in ' . ($b2 - $b1) . ' writes for ' . ($q2 - $q1) . ' queries');
+--- request
+GET /unnamed/8
+--- response_body eval
+ReplayTest::fixture('games/8/notes.txt')
+--- error_log
+using unnamed statements
+--- s3_requests eval
+[main::s3_of(40), main::s3_of(1), main::s3_of(40), main::s3_of(0, 8)]

@@ -269,7 +269,7 @@ Content-Disposition: attachment; filename="game-1.replay"; filename*=UTF-8''game
     . " for Content-Disposition",
 ]
 --- access_log eval
-qr/^\/game\/1 200 mem=\d+ bound=\d+ db=\d+\.\d{3}$/
+qr/^\/game\/1 200 mem=\d+ bound=\d+ db=\d+\.\d{6}$/
 --- after_request eval
 [sub {
     my ($block) = @_;
@@ -542,7 +542,7 @@ GET /game/1?n=20000
 --- error_log eval
 qr/replay: the key query's row needs \d+ bytes, replay_memory_limit 32768 leaves it \d+/
 --- access_log eval
-[qr/^\/game\/1\?n=10 200 mem=\d+ bound=\d+ s3=\d+\.\d{3}$/, qr/^\/game\/1\?n=20000 500 mem=\d+ bound=\d+ s3=-$/]
+[qr/^\/game\/1\?n=10 200 mem=\d+ bound=\d+ s3=\d+\.\d{6}$/, qr/^\/game\/1\?n=20000 500 mem=\d+ bound=\d+ s3=-$/]
 --- s3_requests
 GET /replays/games/1/replay.bin
 

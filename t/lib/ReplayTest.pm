@@ -336,8 +336,9 @@ sub check_nginx {
                         . "and was replaced?)";
     }
 
-    Test::More::ok(!@problems, "$name - nginx and its one worker lived "
-                               . "through the block")
+    Test::More::ok(!@problems, "$name - nginx and its "
+                               . (_nworkers() == 1 ? "one worker" : "workers")
+                               . " lived through the block")
         or Test::More::diag(join "\n", @problems);
 }
 
@@ -1039,6 +1040,41 @@ sub _get {
     close $sock;
 
     return (defined $head ? $head : $buf, $body, $len);
+}
+
+# GETs every path at once from one curl process (a connection each, all
+# opened together: they reach nginx within a few milliseconds, where
+# forked clients trickle in).  Returns [status, body] per path, in order.
+sub get_parallel {
+    my ($paths) = @_;
+
+    require File::Temp;
+
+    wait_for_nginx();
+
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    my $port = $Test::Nginx::Util::ServerPortForClient;
+
+    open my $fh, '>', "$dir/list" or die "$dir/list: $!";
+
+    for my $i (0 .. $#$paths) {
+        print $fh "url = \"http://127.0.0.1:$port$paths->[$i]\"\n"
+                  . "output = \"$dir/$i\"\n";
+    }
+
+    close $fh;
+
+    my @codes = split ' ', `curl -s --no-progress-meter -Z --parallel-immediate --parallel-max 200 -w '%{urlnum} %{http_code}\\n' -K '$dir/list' 2>/dev/null`;
+    my @res;
+
+    while (my ($n, $code) = splice @codes, 0, 2) {
+        open my $in, '<:raw', "$dir/$n" or next;
+        local $/;
+        my $body = <$in>;
+        $res[$n] = [$code, $body // ''];
+    }
+
+    return map { $_ // [0, ''] } @res[0 .. $#$paths];
 }
 
 1;
