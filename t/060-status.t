@@ -902,8 +902,10 @@ GET /replays/big/50mib.bin
         replay_status;
     }
 --- init
-# the first holds the connection for 2 s; the second waits for it
-ReplayTest::in_background('/sleep?s=2');
+# the first holds the connection for 2 s (6 under valgrind), in flight
+# before the second starts, which waits for it
+ReplayTest::in_background('/sleep?s=' . ($ENV{TEST_NGINX_USE_VALGRIND} ? 6 : 2));
+main::wait_in_flight(1);
 ReplayTest::in_background('/sleep?s=0');
 main::wait_in_flight(2);
 --- request eval
@@ -955,7 +957,8 @@ GET /replays/games/1/replay.bin
 --- init
 # the first holds the budget (one 64k buffer and more: its bound) for 2 s;
 # the second waits for room
-ReplayTest::in_background('/hold?s=2');
+ReplayTest::in_background('/hold?s=' . ($ENV{TEST_NGINX_USE_VALGRIND} ? 6 : 2));
+main::wait_in_flight(1);
 ReplayTest::in_background('/hold?s=0');
 main::wait_in_flight(2);
 --- request eval
