@@ -890,7 +890,8 @@ GET /replays/big/50mib.bin
 --- config
     replay_s3_bucket       replays;
     replay_s3_credentials  env;
-    replay_db              "$TEST_NGINX_PG_DSN" pool=1;
+    replay_db              "$TEST_NGINX_PG_DSN" pool=1 pipeline=off
+                           queue_timeout=20s query_timeout=20s;
 
     location = /sleep {
         replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
@@ -941,7 +942,7 @@ GET /replays/games/1/replay.bin
 --- config
     replay_s3_bucket       replays;
     replay_s3_credentials  env;
-    replay_db              "$TEST_NGINX_PG_DSN";
+    replay_db              "$TEST_NGINX_PG_DSN" query_timeout=20s;
 
     location = /hold {
         replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
