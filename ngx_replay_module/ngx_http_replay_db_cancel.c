@@ -114,10 +114,13 @@ ngx_http_replay_db_cancel_watch(ngx_http_replay_db_cancel_t *cn,
         return NGX_ERROR;
     }
 
-    /* libpq may have opened another socket (e.g. without TLS, again) */
+    /*
+     * libpq may have closed its socket and opened another (e.g. without
+     * TLS, again): the closed one left epoll with its close
+     */
 
     if (cn->c && cn->c->fd != s) {
-        ngx_http_replay_db_free_connection(cn->c, 0);
+        ngx_http_replay_db_free_connection(cn->c, NGX_CLOSE_EVENT);
         cn->c = NULL;
     }
 
@@ -219,8 +222,13 @@ ngx_http_replay_db_cancel_end(ngx_http_replay_db_cancel_t *cn, int ok,
         ngx_del_timer(&cn->timer);
     }
 
+    /*
+     * libpq closes the socket once the cancel request is done (and
+     * PQcancelFinish() does otherwise): epoll forgets it as it is closed
+     */
+
     if (cn->c) {
-        ngx_http_replay_db_free_connection(cn->c, 0);
+        ngx_http_replay_db_free_connection(cn->c, NGX_CLOSE_EVENT);
         cn->c = NULL;
     }
 
