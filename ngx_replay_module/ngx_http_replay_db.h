@@ -44,6 +44,9 @@
 
 #define NGX_HTTP_REPLAY_DB_TEXT_LEN  1024
 
+/* the most times a query cancelled as a bystander goes again (< 16) */
+#define NGX_HTTP_REPLAY_DB_RETRIES   8
+
 /* libpq 17's cancel connections: PQcancelStart(), PQcancelPoll() */
 #ifdef LIBPQ_HAS_ASYNC_CANCEL
 #define NGX_HTTP_REPLAY_DB_ASYNC_CANCEL  1
@@ -176,7 +179,7 @@ struct ngx_http_replay_db_job_s {
     unsigned                      queued:1;
     unsigned                      sync:1;        /* in ..._db_run() */
     unsigned                      finished:1;
-    unsigned                      retried:1;     /* sent again once */
+    unsigned                      retries:4;     /* times sent again */
 };
 
 

@@ -1365,10 +1365,17 @@ ngx_http_replay_db_result(ngx_http_replay_db_conn_t *pgc,
              * backend twice (the process and its group), and the second
              * signal may interrupt the next query of the pipeline.  The
              * query was rolled back with its own transaction: it is sent
-             * again, once, on another connection.
+             * again on another connection.  When this connection sent
+             * that cancel, the query is only its bystander and goes again
+             * each time (bounded: a queue of slow queries that all time
+             * out may hit it more than once); a cancel from elsewhere
+             * (pg_cancel_backend) is obeyed after one more try.
              */
 
-            if (job && !job->retried) {
+            if (job
+                && job->retries < (pgc->cancelled
+                                   ? NGX_HTTP_REPLAY_DB_RETRIES : 1))
+            {
                 ngx_log_error(NGX_LOG_INFO, &pgc->log, 0,
                               "replay: the key query was cancelled, "
                               "sending it again: %*s", len, text);

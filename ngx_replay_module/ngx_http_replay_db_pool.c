@@ -355,7 +355,7 @@ ngx_http_replay_db_conn_handler(ngx_http_replay_db_conn_t *pgc,
 
         ngx_http_replay_db_conn_detach(pgc, job);
 
-        job->retried = 1;
+        job->retries++;
         job->rc = NGX_OK;
         job->rows = 0;
 

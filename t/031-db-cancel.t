@@ -220,3 +220,58 @@ ReplayTest::fixture('games/2/replay.bin')
 --- s3_requests eval
 [("GET /replays/games/1/replay.bin") x 8, ("GET /replays/games/2/replay.bin") x 5]
 
+
+
+
+=== TEST 4: a query cancelled from elsewhere (pg_cancel_backend): sent again once, then 503
+A cancel that the module did not send is not a bystander's: the query
+goes once more, and a second cancel is obeyed.
+--- http_config
+    replay_db  "$TEST_NGINX_PG_DSN application_name=t031d" pool=2
+               query_timeout=20s;
+--- config
+    replay_s3_bucket       replays;
+    replay_s3_credentials  env;
+
+    location = /sleep {
+        replay_s3_endpoint  $TEST_NGINX_S3_ENDPOINT;
+        replay_key_query    "SELECT replay_url /* t031-foreign */
+                             FROM games, pg_sleep($1::float8) WHERE id = 1"
+                            $arg_s;
+    }
+--- init
+my $before = main::executed('t031-foreign');
+my $pid = fork;
+if ($pid == 0) {
+    # each run of the query, once it runs, cancelled by an administrator
+    for my $run (1, 2) {
+        for (1 .. 200) {
+            last if main::executed('t031-foreign') - $before >= $run
+                    && main::active('t031-foreign') eq '1';
+            Time::HiRes::sleep(0.05);
+        }
+        ReplayTest::psql("SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+                         . " WHERE query LIKE '%t031-foreign%' AND state = 'active'"
+                         . " AND pid <> pg_backend_pid()");
+        Time::HiRes::sleep(0.2);
+    }
+    POSIX::_exit(0);
+}
+my @res = ReplayTest::get_concurrently(['/sleep?s=4']);
+waitpid $pid, 0;
+Test::More::is($res[0][0], 503, 'TEST 4: 503');
+Test::More::like($res[0][1], qr/^Retry-After: 1\r?$/mi, 'TEST 4: with Retry-After');
+Test::More::is(main::executed('t031-foreign') - $before, 2,
+               'TEST 4: the query ran twice');
+--- request
+GET /sleep?s=0
+--- response_body eval
+ReplayTest::fixture('games/1/replay.bin')
+--- error_log
+replay: database query failed: ERROR: canceling statement due to user request while waiting for the database's answer
+--- grep_error_log eval: qr/replay: (?:the key query was cancelled, sending it again|database query failed): ERROR: canceling statement due to user request/
+--- grep_error_log_out
+replay: the key query was cancelled, sending it again: ERROR: canceling statement due to user request
+replay: database query failed: ERROR: canceling statement due to user request
+--- s3_requests
+GET /replays/games/1/replay.bin

@@ -70,6 +70,7 @@ sub pg {
 
 # a block that dies half-way leaves PostgreSQL to the next ones
 END {
+    local $?;    # system() would replace the exit status Test::More set
     pg('start') if $stopped;
 }
 

@@ -222,10 +222,18 @@ sub creds_expect {
         next unless $code > 0;
         return qr/line $line: duplicate key/ if $got{$code};
         return qr/line $line: empty value/ if $v eq '';
-        $got{$code} = 1;
+        $got{$code} = $v;
     }
     return qr/both an access key id and a secret access key are needed/
         unless $got{1} && $got{2};
+    # the values go into the Authorization header and x-amz-security-token:
+    # an access key id is letters and digits, the others printable ASCII
+    return qr/the access key id holds a character it may not/
+        if $got{1} =~ /[^A-Za-z0-9]/;
+    return qr/the secret access key holds a character it may not/
+        if $got{2} =~ /[^\x21-\x7e]/;
+    return qr/the session token holds a character it may not/
+        if defined $got{3} && $got{3} =~ /[^\x21-\x7e]/;
     return undef;
 }
 

@@ -615,6 +615,11 @@ sub stop_all {
     %SVC = ();
 }
 
-END { stop_all() }
+# waitpid sets $?, which END blocks leave as the exit status: a script's
+# failure would exit 0 once its helpers had exited cleanly
+END {
+    local $?;
+    stop_all();
+}
 
 1;
