@@ -440,13 +440,16 @@ sub pause_until {
     select undef, undef, undef, $left if $left > 0;
 }
 
-# the first credentials set's state in replay_status (JSON): expires,
-# last_refresh, refreshes, failures, ...
-sub state {
+# every credentials set's state in replay_status (JSON), in order:
+# source, expires, last_refresh, refreshes, failures, ...
+sub sets {
     my ($status, $body) = get('/status?format=json');
     my $st = eval { $JSON->decode($body) } || {};
-    return ($st->{replay_credentials} || [])->[0] || {};
+    return @{ $st->{replay_credentials} || [] };
 }
+
+# the first set's
+sub state { return (sets())[0] || {} }
 
 # When the credentials held were minted, for a block that acts at a time
 # after that: their expiry less the lifetime asked ($ttl).  (nginx's own

@@ -1737,10 +1737,7 @@ sub scenario_creds {
 # the credential sets that rotate (imds, web_identity), as /status says
 sub rotating_sets {
     local $ENV{TEST_NGINX_PORT} = $PORT;
-    my ($code, $body) = AwsCreds::get('/status?format=json');
-    my $st = eval { JSON::PP::decode_json($body) } || {};
-    return grep { $_->{source} =~ /^(imds|web_identity)$/ }
-           @{ $st->{replay_credentials} || [] };
+    return grep { $_->{source} =~ /^(imds|web_identity)$/ } AwsCreds::sets();
 }
 
 # psql \watch on a count, every 50 ms, in the background: watch_stop()
