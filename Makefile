@@ -126,7 +126,8 @@ test-valgrind: deps
 
 # The runner's self-test against the stock nginx, no services: what the
 # suite relies on (the checks of a block and those t/lib/ReplayTest.pm
-# adds) fails a block that is wrong.  With the real Test::Nginx when perl
+# adds) fails a block that is wrong, and a failing script with helper
+# servers exits non-zero (020-exit-status.t).  With the real Test::Nginx when perl
 # finds it (PERL5LIB=DIR/lib), as make test.
 test-runner: deps
 	if perl -MTest::Nginx::Socket -e1 2>/dev/null; then \
